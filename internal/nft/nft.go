@@ -266,6 +266,25 @@ func FibAddrType(daddr bool, rtnType uint32, eq bool) []expr.Any {
 	return []expr.Any{f, cmp(eqOp(eq), reg1, binary.NativeEndian.AppendUint32(nil, rtnType))}
 }
 
+// Conntrack states, as bits for CtState.
+const (
+	CtStateEstablished = expr.CtStateBitESTABLISHED
+	CtStateRelated     = expr.CtStateBitRELATED
+	CtStateNew         = expr.CtStateBitNEW
+	CtStateInvalid     = expr.CtStateBitINVALID
+)
+
+// CtState matches packets whose conntrack state is any of the given bits.
+// Equivalent to: ct state established,related.
+func CtState(bits uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: reg1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+			Mask: binary.NativeEndian.AppendUint32(nil, bits), Xor: make([]byte, 4)},
+		cmp(expr.CmpOpNeq, reg1, make([]byte, 4)),
+	}
+}
+
 // RTNLocal is the route type of a local address (RTN_LOCAL).
 const RTNLocal = unix.RTN_LOCAL
 

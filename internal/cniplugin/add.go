@@ -1,0 +1,168 @@
+package cniplugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"golang.org/x/sys/unix"
+
+	"github.com/vnetcni/vnetcni/internal/datapath"
+	"github.com/vnetcni/vnetcni/internal/ipam"
+	"github.com/vnetcni/vnetcni/internal/netconf"
+	"github.com/vnetcni/vnetcni/internal/store"
+)
+
+func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
+	conf, err := netconf.Parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	pa, err := parseArgs(args.Args)
+	if err != nil {
+		return err
+	}
+	if err := checkNetNS(args.Netns); err != nil {
+		return err
+	}
+	tr.mark("config")
+
+	n, err := p.openNode(conf)
+	if err != nil {
+		return err
+	}
+	defer n.close()
+	st, err := n.store.Read()
+	if err != nil && !store.IsDamaged(err) {
+		return err
+	}
+	if st == nil {
+		st = store.NewState()
+	}
+	if err := n.resolveMaster(st); err != nil {
+		return err
+	}
+	tr.mark("state")
+
+	mgr := n.manager()
+	ctx := context.Background()
+	pool, err := mgr.Pool(ctx)
+	if err != nil {
+		return withKind(errSource, err)
+	}
+	tr.mark("pool")
+
+	rules, err := n.ensureNetwork(st, pool)
+	if err != nil {
+		return err
+	}
+	tr.mark("network")
+
+	ep := &datapath.Endpoint{
+		Attachment: datapath.Attachment{Mode: conf.Mode, ContainerID: args.ContainerID, IfName: args.IfName, Network: conf.Name, PodMAC: datapath.RandomMAC()},
+		Mode:       conf.Mode,
+		Netns:      args.Netns,
+		HostIf:     datapath.HostIfName(args.ContainerID, args.IfName),
+		HostMAC:    hostMAC(conf.Mode),
+		Bridge:     n.bridge,
+		MTU:        n.master.Attrs().MTU,
+	}
+	owner := ipam.Owner{ContainerID: args.ContainerID, IfName: args.IfName, Network: conf.Name, Plugin: p.Name}
+	// The allocation and the endpoint about to be built are written in one
+	// atomic update: after a crash, DEL and GC find everything to undo.
+	ip, pool, err := mgr.Allocate(ctx, owner, func(st *store.State, pool *store.Pool, ip netip.Addr) error {
+		ep.IP = netip.PrefixFrom(ip, pool.Subnet.Bits())
+		ep.Gateway = pool.Gateway
+		if conf.Mode == netconf.ModeTransparent {
+			ep.Gateway = datapath.TransparentGateway
+		}
+		st.Endpoints[store.EndpointKey(args.ContainerID, args.IfName)] = &store.Endpoint{
+			ContainerID: args.ContainerID, IfName: args.IfName, Network: conf.Name, Mode: conf.Mode,
+			Netns: args.Netns, HostIfName: ep.HostIf, HostMAC: ep.HostMAC.String(), PodMAC: ep.PodMAC.String(),
+			IP: ep.IP, Gateway: ep.Gateway, PodNamespace: pa.Namespace, PodName: pa.Name,
+			Created: p.Now().UTC(),
+		}
+		return nil
+	})
+	if err != nil {
+		var ex *ipam.ExhaustedError
+		if !errors.As(err, &ex) && !errors.Is(err, store.ErrLockTimeout) {
+			err = withKind(errSource, err)
+		}
+		return err
+	}
+	tr.mark("ipam")
+	defer func() {
+		if err == nil {
+			return
+		}
+		// Undo the allocation and the endpoint record; the kernel side was
+		// already rolled back by Add.
+		if _, rerr := mgr.Release(args.ContainerID, args.IfName, func(st *store.State) error {
+			delete(st.Endpoints, store.EndpointKey(args.ContainerID, args.IfName))
+			return nil
+		}); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("release %s after failed ADD: %w", ip, rerr))
+		}
+	}()
+
+	if err := n.host.Add(ep, rules); err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EBADF) {
+			return withKind(errNetNS, err)
+		}
+		return err
+	}
+	tr.mark("kernel")
+
+	res := result(conf, ep, pool)
+	return types.PrintResult(res, conf.CNIVersion)
+}
+
+func result(conf *netconf.NetConf, ep *datapath.Endpoint, pool *store.Pool) *current.Result {
+	idx := 1
+	gw := ep.Gateway.AsSlice()
+	return &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: ep.HostIf, Mac: ep.HostMAC.String()},
+			{Name: ep.IfName, Mac: ep.PodMAC.String(), Sandbox: ep.Netns},
+		},
+		IPs: []*current.IPConfig{{
+			Interface: &idx,
+			Address:   net.IPNet{IP: ep.IP.Addr().AsSlice(), Mask: net.CIDRMask(ep.IP.Bits(), 32)},
+			Gateway:   gw,
+		}},
+		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: gw}},
+		DNS:    conf.DNS,
+	}
+}
+
+// checkNetNS verifies CNI_NETNS names a network namespace before anything
+// is allocated for it.
+func checkNetNS(path string) error {
+	if path == "" {
+		return withKind(errNetNS, fmt.Errorf("CNI_NETNS is empty"))
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return withKind(errNetNS, fmt.Errorf("CNI_NETNS %s: %w", path, err))
+	}
+	if st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC {
+		return withKind(errNetNS, fmt.Errorf("CNI_NETNS %s is not a network namespace", path))
+	}
+	return nil
+}
+
+// hostMAC is the host veth's MAC: fixed in transparent mode, where the pod
+// has a static neighbour entry for it; random otherwise.
+func hostMAC(mode string) net.HardwareAddr {
+	if mode == netconf.ModeTransparent {
+		return datapath.TransparentHostMAC
+	}
+	return datapath.RandomMAC()
+}

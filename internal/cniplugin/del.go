@@ -1,0 +1,149 @@
+package cniplugin
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/vnetcni/vnetcni/internal/datapath"
+	"github.com/vnetcni/vnetcni/internal/ipam"
+	"github.com/vnetcni/vnetcni/internal/netconf"
+	"github.com/vnetcni/vnetcni/internal/store"
+)
+
+// del removes a container interface's attachment. It needs neither the
+// network namespace (CNI_NETNS may be empty, as containerd sends on
+// removal), nor the pool source, nor any state: the host veth's name derives
+// from the container ID, and whatever is recorded is released.
+func (p *Plugin) del(args *skel.CmdArgs, tr *tracer) error {
+	conf, err := netconf.Parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	tr.mark("config")
+	n, err := p.openNode(conf)
+	if err != nil {
+		return err
+	}
+	defer n.close()
+	st, err := n.store.Read()
+	if err != nil && !store.IsDamaged(err) {
+		return err
+	}
+	if st == nil {
+		st = store.NewState()
+	}
+	tr.mark("state")
+	if err := n.teardown(st, args.ContainerID, args.IfName); err != nil {
+		return err
+	}
+	tr.mark("kernel")
+	_, err = p.release(n, args.ContainerID, args.IfName)
+	tr.mark("ipam")
+	return err
+}
+
+// teardown removes the kernel side of one attachment, whatever the state
+// says about it.
+func (n *node) teardown(st *store.State, containerID, ifName string) error {
+	ep := &datapath.Endpoint{
+		Attachment: datapath.Attachment{ContainerID: containerID, IfName: ifName, Network: n.conf.Name},
+		Mode:       n.conf.Mode,
+		HostIf:     datapath.HostIfName(containerID, ifName),
+	}
+	if rec, ok := st.Endpoints[store.EndpointKey(containerID, ifName)]; ok {
+		ep.IP = rec.IP
+		ep.PodMAC, _ = net.ParseMAC(rec.PodMAC)
+		ep.Mode = rec.Mode
+		ep.HostIf = rec.HostIfName
+	} else if a, ok := st.AllocationFor(containerID, ifName); ok {
+		ep.IP = netip.PrefixFrom(a.IP, 32)
+	}
+	if !ep.IP.IsValid() {
+		// Nothing recorded: the kernel may still remember (state rebuilt or
+		// written by a crashed ADD before it recorded anything).
+		if l, err := n.host.Netlink.LinkByName(ep.HostIf); err == nil {
+			if a, err := datapath.ParseAlias(l.Attrs().Alias); err == nil {
+				ep.IP, ep.PodMAC = a.IP, a.PodMAC
+			}
+		}
+	}
+	return n.host.Del(ep, delRules(n.conf.Name, ep.Mode))
+}
+
+// release frees the allocation and forgets the endpoint, in one update.
+func (p *Plugin) release(n *node, containerID, ifName string) ([]netip.Addr, error) {
+	m := &ipam.Manager{Store: n.store, Now: p.Now}
+	return m.Release(containerID, ifName, func(st *store.State) error {
+		delete(st.Endpoints, store.EndpointKey(containerID, ifName))
+		return nil
+	})
+}
+
+// gc removes every attachment of this network that is not in
+// cni.dev/valid-attachments: recorded endpoints, allocations, and host veths
+// the kernel still holds.
+func (p *Plugin) gc(args *skel.CmdArgs, tr *tracer) error {
+	conf, err := netconf.Parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if conf.ValidAttachments == nil {
+		return &netconf.FieldError{Field: "cni.dev/valid-attachments", Problem: "required for GC"}
+	}
+	valid := map[types.GCAttachment]bool{}
+	for _, a := range *conf.ValidAttachments {
+		valid[a] = true
+	}
+	n, err := p.openNode(conf)
+	if err != nil {
+		return err
+	}
+	defer n.close()
+	st, err := n.store.Read()
+	if err != nil && !store.IsDamaged(err) {
+		return err
+	}
+	if st == nil {
+		st = store.NewState()
+	}
+	stale := map[types.GCAttachment]bool{}
+	for _, e := range st.Endpoints {
+		if e.Network == conf.Name {
+			stale[types.GCAttachment{ContainerID: e.ContainerID, IfName: e.IfName}] = true
+		}
+	}
+	for _, a := range st.Allocations {
+		if a.Network == conf.Name {
+			stale[types.GCAttachment{ContainerID: a.ContainerID, IfName: a.IfName}] = true
+		}
+	}
+	atts, err := n.host.Attachments()
+	if err != nil {
+		return err
+	}
+	for _, a := range atts {
+		if a.Network == conf.Name {
+			stale[types.GCAttachment{ContainerID: a.ContainerID, IfName: a.IfName}] = true
+		}
+	}
+	var errs []error
+	for a := range stale {
+		if valid[a] {
+			continue
+		}
+		if err := n.teardown(st, a.ContainerID, a.IfName); err != nil {
+			errs = append(errs, fmt.Errorf("remove %s/%s: %w", a.ContainerID, a.IfName, err))
+			continue
+		}
+		if _, err := p.release(n, a.ContainerID, a.IfName); err != nil {
+			errs = append(errs, fmt.Errorf("release %s/%s: %w", a.ContainerID, a.IfName, err))
+		}
+		p.Log.Info("gc removed attachment", "container", a.ContainerID, "ifname", a.IfName)
+	}
+	return errors.Join(errs...)
+}

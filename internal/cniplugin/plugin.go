@@ -1,0 +1,222 @@
+// Package cniplugin is the CNI boundary of azure-vnet and azure-vnet-ipam:
+// it turns CNI commands (ADD, DEL, CHECK, GC, STATUS) into calls on the
+// ipam, store and datapath packages, and their errors into CNI error codes.
+package cniplugin
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/vnetcni/vnetcni/internal/buildinfo"
+	"github.com/vnetcni/vnetcni/internal/ipam"
+	"github.com/vnetcni/vnetcni/internal/netconf"
+	"github.com/vnetcni/vnetcni/internal/store"
+)
+
+// Supported CNI versions.
+var Versions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+
+// Environment variables.
+const (
+	EnvLogFile = "AZURE_VNET_LOG_FILE" // default /var/log/azure-vnet.log; "-" for stderr, "off" for none
+	EnvTrace   = "AZURE_VNET_TRACE"    // "1": print per-phase timings of each call to stderr
+)
+
+// DefaultLogFile is where the plugins log, as Azure's do.
+const DefaultLogFile = "/var/log/azure-vnet.log"
+
+// Plugin holds what every command needs.
+type Plugin struct {
+	Name     string // azure-vnet or azure-vnet-ipam
+	StateDir string
+	Log      *slog.Logger
+	Stderr   io.Writer
+	Now      func() time.Time
+	Trace    bool
+}
+
+// New returns a plugin configured from the environment. Nothing is opened
+// until a command runs: VERSION touches no log, lock or state file.
+func New(name string) *Plugin {
+	return &Plugin{
+		Name:     name,
+		StateDir: store.DirFromEnv(),
+		Stderr:   os.Stderr,
+		Now:      time.Now,
+		Trace:    os.Getenv(EnvTrace) == "1",
+	}
+}
+
+func openLog(path, name string) *slog.Logger {
+	var w io.Writer
+	switch path {
+	case "off":
+		w = io.Discard
+	case "-":
+		w = os.Stderr
+	case "":
+		path = DefaultLogFile
+		fallthrough
+	default:
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			w = io.Discard
+		} else {
+			w = f
+		}
+	}
+	return slog.New(slog.NewTextHandler(w, nil)).With("plugin", name, "pid", os.Getpid())
+}
+
+// About is printed when the binary runs without CNI_COMMAND.
+func About(name string) string {
+	return fmt.Sprintf("CNI plugin %s %s", name, buildinfo.String())
+}
+
+// Funcs returns azure-vnet's CNI command handlers.
+func (p *Plugin) Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{
+		Add:    p.command("ADD", p.add),
+		Del:    p.command("DEL", p.del),
+		Check:  p.command("CHECK", p.check),
+		GC:     p.command("GC", p.gc),
+		Status: p.command("STATUS", p.status),
+	}
+}
+
+func (p *Plugin) command(verb string, fn func(*skel.CmdArgs, *tracer) error) func(*skel.CmdArgs) error {
+	return func(args *skel.CmdArgs) error {
+		if p.Log == nil {
+			p.Log = openLog(os.Getenv(EnvLogFile), p.Name)
+		}
+		tr := newTracer(p.Trace)
+		err := fn(args, tr)
+		attrs := []any{"cmd", verb, "container", args.ContainerID, "ifname", args.IfName, "netns", args.Netns, "duration", tr.total()}
+		if err != nil {
+			p.Log.Error("failed", append(attrs, "err", err)...)
+		} else {
+			p.Log.Info("done", attrs...)
+		}
+		if p.Trace {
+			fmt.Fprintf(p.Stderr, "%s trace %s %s\n", p.Name, verb, tr)
+		}
+		return toCNIError(err)
+	}
+}
+
+// toCNIError maps errors to CNI error codes at the binary boundary.
+func toCNIError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var te *types.Error
+	if errors.As(err, &te) {
+		return te
+	}
+	var ex *ipam.ExhaustedError
+	switch {
+	case netconf.IsFieldError(err):
+		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	case errors.As(err, &ex):
+		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
+	case errors.Is(err, store.ErrLockTimeout):
+		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
+	case errors.Is(err, errSource):
+		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
+	case errors.Is(err, errNetNS):
+		return types.NewError(types.ErrInvalidNetNS, err.Error(), "")
+	case errors.Is(err, errArgs):
+		return types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
+	}
+	return types.NewError(types.ErrInternal, err.Error(), "")
+}
+
+// Sentinel kinds, wrapped into errors to pick their CNI code.
+var (
+	errSource = errors.New("address pool source unavailable")
+	errNetNS  = errors.New("invalid network namespace")
+	errArgs   = errors.New("invalid CNI_ARGS")
+)
+
+// kind wraps err so that errors.Is(err, k) holds while the message stays err's.
+type kinded struct {
+	kind error
+	err  error
+}
+
+func (k kinded) Error() string       { return k.err.Error() }
+func (k kinded) Unwrap() []error     { return []error{k.err, k.kind} }
+func withKind(kind, err error) error { return kinded{kind, err} }
+
+// podArgs are the CNI_ARGS the plugins read. Unknown keys are ignored.
+type podArgs struct {
+	Namespace string
+	Name      string
+	InfraID   string
+	UID       string
+}
+
+func parseArgs(s string) (podArgs, error) {
+	var a podArgs
+	if strings.TrimSpace(s) == "" {
+		return a, nil
+	}
+	for _, kv := range strings.Split(s, ";") {
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return a, withKind(errArgs, fmt.Errorf("CNI_ARGS: %q is not KEY=VALUE", kv))
+		}
+		switch k {
+		case "K8S_POD_NAMESPACE":
+			a.Namespace = v
+		case "K8S_POD_NAME":
+			a.Name = v
+		case "K8S_POD_INFRA_CONTAINER_ID":
+			a.InfraID = v
+		case "K8S_POD_UID":
+			a.UID = v
+		}
+	}
+	return a, nil
+}
+
+// tracer records how long each phase of a command took.
+type tracer struct {
+	on    bool
+	start time.Time
+	last  time.Time
+	marks []string
+}
+
+func newTracer(on bool) *tracer {
+	now := time.Now()
+	return &tracer{on: on, start: now, last: now}
+}
+
+// mark ends the current phase.
+func (t *tracer) mark(phase string) {
+	if !t.on {
+		return
+	}
+	now := time.Now()
+	t.marks = append(t.marks, fmt.Sprintf("%s=%.3fms", phase, float64(now.Sub(t.last).Microseconds())/1000))
+	t.last = now
+}
+
+func (t *tracer) total() time.Duration { return time.Since(t.start) }
+
+func (t *tracer) String() string {
+	return strings.Join(append(t.marks, fmt.Sprintf("total=%.3fms", float64(t.total().Microseconds())/1000)), " ")
+}

@@ -1,0 +1,338 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Endpoint is one pod interface.
+type Endpoint struct {
+	Attachment                  // container ID, interface name, network, address, pod MAC
+	Mode       string           // bridge or transparent
+	Netns      string           // the pod's network namespace (path)
+	HostIf     string           // host-side veth
+	HostMAC    net.HardwareAddr // set by Add
+	Gateway    netip.Addr       // the pod's next hop
+	Bridge     string           // bridge mode: the bridge to attach to
+	MTU        int
+}
+
+// Host is the node-side context endpoints are built in: a netlink handle and
+// an nftables connection for the node's namespace.
+type Host struct {
+	Netlink *netlink.Handle
+	NFT     *nftables.Conn
+	// Sysctl writes a value under /proc/sys/net/ipv4/conf for an interface
+	// of the node's namespace.
+	Sysctl func(path, value string) error
+}
+
+// NewHost returns a Host for the calling process's namespace.
+func NewHost() (*Host, error) {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	c, err := nftables.New()
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("open nftables: %w", err)
+	}
+	return &Host{Netlink: h, NFT: c, Sysctl: WriteSysctl}, nil
+}
+
+// Close releases the host's handles.
+func (h *Host) Close() { h.Netlink.Close() }
+
+// WriteSysctl writes a networking sysctl of the calling thread's namespace,
+// e.g. WriteSysctl("net/ipv4/ip_forward", "1").
+func WriteSysctl(path, value string) error {
+	p := filepath.Join("/proc/sys", path)
+	if cur, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(cur)) == value {
+		return nil
+	}
+	if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
+		return fmt.Errorf("set sysctl %s=%s: %w", path, value, err)
+	}
+	return nil
+}
+
+func podHandle(path string) (*netlink.Handle, func(), error) {
+	ns, err := vnetns.GetFromPath(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open netns %s: %w", path, err)
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		return nil, nil, fmt.Errorf("open netlink in netns %s: %w", path, err)
+	}
+	return h, func() { h.Close(); ns.Close() }, nil
+}
+
+// Add builds the endpoint: a veth pair whose pod end is configured with the
+// endpoint's address and routes, whose host end is attached (bridge) or
+// routed to (transparent), and the pod's nftables elements. Anything built
+// is removed again if a later step fails. A host veth left by an earlier
+// attempt for the same container interface is replaced.
+func (h *Host) Add(ep *Endpoint, r Rules) (err error) {
+	ph, closePod, err := podHandle(ep.Netns)
+	if err != nil {
+		return err
+	}
+	defer closePod()
+	nsFd, err := unix.Open(ep.Netns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", ep.Netns, err)
+	}
+	defer unix.Close(nsFd)
+
+	if old, err := h.Netlink.LinkByName(ep.HostIf); err == nil {
+		if err := h.Netlink.LinkDel(old); err != nil {
+			return fmt.Errorf("remove stale %s: %w", ep.HostIf, err)
+		}
+	}
+	if _, err := ph.LinkByName(ep.IfName); err == nil {
+		return fmt.Errorf("interface %s already exists in netns %s", ep.IfName, ep.Netns)
+	}
+
+	var masterIdx int
+	if ep.Mode == ModeBridge {
+		br, err := h.Netlink.LinkByName(ep.Bridge)
+		if err != nil {
+			return fmt.Errorf("find bridge %s: %w", ep.Bridge, err)
+		}
+		masterIdx = br.Attrs().Index
+		if ep.MTU == 0 {
+			ep.MTU = br.Attrs().MTU
+		}
+	}
+	la := netlink.NewLinkAttrs()
+	la.Name = ep.HostIf
+	la.Alias = ep.Attachment.Alias()
+	la.MTU = ep.MTU
+	la.Flags = net.FlagUp
+	la.MasterIndex = masterIdx
+	// Chosen by the caller rather than the kernel so it can be recorded
+	// before the veth exists.
+	switch {
+	case ep.Mode == ModeTransparent:
+		la.HardwareAddr = TransparentHostMAC
+	case ep.HostMAC == nil:
+		la.HardwareAddr = RandomMAC()
+	default:
+		la.HardwareAddr = ep.HostMAC
+	}
+	veth := &netlink.Veth{LinkAttrs: la, PeerName: ep.IfName, PeerHardwareAddr: ep.PodMAC, PeerNamespace: netlink.NsFd(nsFd)}
+	if err := h.Netlink.LinkAdd(veth); err != nil {
+		// The link may exist half-configured (e.g. master not set): drop it.
+		if l, lerr := h.Netlink.LinkByName(ep.HostIf); lerr == nil {
+			_ = h.Netlink.LinkDel(l)
+		}
+		return fmt.Errorf("create veth %s/%s: %w", ep.HostIf, ep.IfName, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = h.Netlink.LinkDel(veth)
+		}
+	}()
+	// LinkAdd filled in the index; the MAC is the one asked for.
+	var host netlink.Link = veth
+	ep.HostMAC = la.HardwareAddr
+
+	if err := configurePod(ph, ep); err != nil {
+		return err
+	}
+
+	switch ep.Mode {
+	case ModeBridge:
+		// Hairpin lets a pod reach itself through a service address; the
+		// static, sticky FDB entry sends the pod's frames nowhere else even
+		// before it has spoken.
+		if err := h.Netlink.LinkSetHairpin(host, true); err != nil {
+			return fmt.Errorf("set hairpin on %s: %w", ep.HostIf, err)
+		}
+		fdb := &netlink.Neigh{LinkIndex: host.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_NOARP,
+			Flags: netlink.NTF_MASTER | netlink.NTF_STICKY, HardwareAddr: ep.PodMAC}
+		if err := h.Netlink.NeighSet(fdb); err != nil {
+			return fmt.Errorf("add FDB entry %s on %s: %w", ep.PodMAC, ep.HostIf, err)
+		}
+	case ModeTransparent:
+		if err := h.Sysctl("net/ipv4/conf/"+ep.HostIf+"/proxy_arp", "1"); err != nil {
+			return err
+		}
+		rt := &netlink.Route{LinkIndex: host.Attrs().Index, Scope: netlink.SCOPE_LINK,
+			Dst: &net.IPNet{IP: ep.IP.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)}}
+		if err := h.Netlink.RouteReplace(rt); err != nil {
+			return fmt.Errorf("add route %s dev %s: %w", ep.IP.Addr(), ep.HostIf, err)
+		}
+	}
+
+	pe := PodElem{HostIf: ep.HostIf, MAC: ep.PodMAC, IP: ep.IP.Addr()}
+	if err := r.AddPod(h.NFT, pe); err != nil {
+		return err
+	}
+	return nil
+}
+
+// configurePod sets the pod end's address, brings it up and adds its routes.
+// Equivalent to: ip addr add; ip link set up; ip route add default via GW.
+func configurePod(ph *netlink.Handle, ep *Endpoint) error {
+	link, err := ph.LinkByName(ep.IfName)
+	if err != nil {
+		return fmt.Errorf("find %s in pod: %w", ep.IfName, err)
+	}
+	addr := toAddr(ep.IP)
+	if ep.Mode == ModeTransparent {
+		// Everything goes through 169.254.1.1; no on-link subnet.
+		addr.Flags = unix.IFA_F_NOPREFIXROUTE
+	}
+	if err := ph.AddrAdd(link, addr); err != nil {
+		return fmt.Errorf("add %s to %s in pod: %w", ep.IP, ep.IfName, err)
+	}
+	if err := ph.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bring up %s in pod: %w", ep.IfName, err)
+	}
+	idx := link.Attrs().Index
+	if ep.Mode == ModeTransparent {
+		gw := &net.IPNet{IP: TransparentGateway.AsSlice(), Mask: net.CIDRMask(32, 32)}
+		if err := ph.RouteAdd(&netlink.Route{LinkIndex: idx, Scope: netlink.SCOPE_LINK, Dst: gw}); err != nil {
+			return fmt.Errorf("add route %s in pod: %w", TransparentGateway, err)
+		}
+		n := &netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+			IP: TransparentGateway.AsSlice(), HardwareAddr: TransparentHostMAC}
+		if err := ph.NeighSet(n); err != nil {
+			return fmt.Errorf("add neighbour %s in pod: %w", TransparentGateway, err)
+		}
+	}
+	def := &netlink.Route{LinkIndex: idx, Gw: ep.Gateway.AsSlice(),
+		Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}}
+	if err := ph.RouteAdd(def); err != nil {
+		return fmt.Errorf("add default route via %s in pod: %w", ep.Gateway, err)
+	}
+	return nil
+}
+
+// Del removes what Add built. Everything already gone is fine: the host veth
+// (whose removal takes the pod end, its addresses and routes, and the host
+// route with it) and the nftables elements are removed by name and address.
+func (h *Host) Del(ep *Endpoint, r Rules) error {
+	var errs []error
+	if ep.IP.IsValid() {
+		if err := r.DelPod(h.NFT, PodElem{HostIf: ep.HostIf, MAC: ep.PodMAC, IP: ep.IP.Addr()}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if l, err := h.Netlink.LinkByName(ep.HostIf); err == nil {
+		if err := h.Netlink.LinkDel(l); err != nil && !isLinkNotFound(err) && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("delete %s: %w", ep.HostIf, err))
+		}
+	} else if !isLinkNotFound(err) {
+		errs = append(errs, fmt.Errorf("find %s: %w", ep.HostIf, err))
+	}
+	return errors.Join(errs...)
+}
+
+// Check compares the kernel with the endpoint: the host veth with its
+// alias, the pod interface with its MAC, address and default route, and the
+// nftables elements.
+func (h *Host) Check(ep *Endpoint, r Rules) error {
+	host, err := h.Netlink.LinkByName(ep.HostIf)
+	if err != nil {
+		return fmt.Errorf("host interface %s: %w", ep.HostIf, err)
+	}
+	a, err := ParseAlias(host.Attrs().Alias)
+	if err != nil || a.ContainerID != ep.ContainerID || a.IfName != ep.IfName {
+		return fmt.Errorf("host interface %s belongs to %q, not %s/%s", ep.HostIf, host.Attrs().Alias, ep.ContainerID, ep.IfName)
+	}
+	if host.Attrs().OperState == netlink.OperDown || host.Attrs().Flags&net.FlagUp == 0 {
+		return fmt.Errorf("host interface %s is down", ep.HostIf)
+	}
+	if ep.Mode == ModeBridge {
+		br, err := h.Netlink.LinkByName(ep.Bridge)
+		if err != nil {
+			return fmt.Errorf("bridge %s: %w", ep.Bridge, err)
+		}
+		if host.Attrs().MasterIndex != br.Attrs().Index {
+			return fmt.Errorf("host interface %s is not attached to bridge %s", ep.HostIf, ep.Bridge)
+		}
+	}
+	ph, closePod, err := podHandle(ep.Netns)
+	if err != nil {
+		return err
+	}
+	defer closePod()
+	link, err := ph.LinkByName(ep.IfName)
+	if err != nil {
+		return fmt.Errorf("pod interface %s: %w", ep.IfName, err)
+	}
+	if ep.PodMAC != nil && link.Attrs().HardwareAddr.String() != ep.PodMAC.String() {
+		return fmt.Errorf("pod interface %s has MAC %s, want %s", ep.IfName, link.Attrs().HardwareAddr, ep.PodMAC)
+	}
+	addrs, err := ph.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list addresses of pod interface %s: %w", ep.IfName, err)
+	}
+	found := false
+	for _, a := range addrs {
+		if p, ok := prefixOf(a.IPNet); ok && p == ep.IP {
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("pod interface %s lacks address %s", ep.IfName, ep.IP)
+	}
+	routes, err := ph.RouteList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list routes of pod interface %s: %w", ep.IfName, err)
+	}
+	found = false
+	for _, rt := range routes {
+		if (rt.Dst == nil || rt.Dst.IP.IsUnspecified()) && rt.Gw != nil && rt.Gw.Equal(ep.Gateway.AsSlice()) {
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("pod has no default route via %s on %s", ep.Gateway, ep.IfName)
+	}
+	ok, err := r.HasPod(h.NFT, PodElem{HostIf: ep.HostIf, MAC: ep.PodMAC, IP: ep.IP.Addr()})
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("nftables table %s lacks pod %s", TableName(r.Network), ep.IP.Addr())
+	}
+	return nil
+}
+
+// Attachments lists the pod interfaces the kernel holds, read back from the
+// host veths' aliases.
+func (h *Host) Attachments() ([]Attachment, error) {
+	links, err := h.Netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var out []Attachment
+	for _, l := range links {
+		if l.Type() != "veth" || !strings.HasPrefix(l.Attrs().Name, HostIfPrefix) {
+			continue
+		}
+		a, err := ParseAlias(l.Attrs().Alias)
+		if err != nil {
+			continue
+		}
+		a.HostIfName = l.Attrs().Name
+		out = append(out, a)
+	}
+	return out, nil
+}

@@ -1,0 +1,398 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+
+	"github.com/vnetcni/vnetcni/internal/nft"
+)
+
+// Rules is the static nftables configuration of one network. Pods only add
+// elements to its sets and maps.
+type Rules struct {
+	Network       string
+	Mode          string
+	Master        string // the NIC, e.g. eth0
+	Bridge        string // bridge mode only
+	NICMAC        net.HardwareAddr
+	PrimaryIP     netip.Addr
+	SNAT          bool
+	NonMasquerade []netip.Prefix // including the pool subnet and 168.63.129.16
+}
+
+// TableName is the name of the network's nftables tables (one per family).
+func TableName(network string) string { return "azure-vnet-" + network }
+
+// Fingerprint identifies the static rules, so a node notices when the
+// configuration that produced them changes.
+func (r Rules) Fingerprint() string {
+	nm := append([]netip.Prefix(nil), r.NonMasquerade...)
+	sort.Slice(nm, func(i, j int) bool { return nm[i].String() < nm[j].String() })
+	var s []string
+	for _, p := range nm {
+		s = append(s, p.String())
+	}
+	return fmt.Sprintf("v1 %s %s %s %s %s %t %s", r.Mode, r.Master, r.Bridge, r.NICMAC, r.PrimaryIP, r.SNAT, strings.Join(s, ","))
+}
+
+// egress is the interface pod traffic leaves the node's IP stack through.
+func (r Rules) egress() string {
+	if r.Mode == ModeBridge {
+		return r.Bridge
+	}
+	return r.Master
+}
+
+// PodElem is what one pod contributes to the sets and maps.
+type PodElem struct {
+	HostIf string
+	MAC    net.HardwareAddr
+	IP     netip.Addr
+}
+
+type tables struct {
+	br, ip *nftables.Table
+	// bridge family
+	pods     *nftables.Set // ipv4_addr : ether_addr
+	podMACs  *nftables.Set // ifname . ether_addr
+	brPodIPs *nftables.Set // ifname . ipv4_addr
+	brNomasq *nftables.Set
+	// ip family
+	podsL3   *nftables.Set // ifname . ipv4_addr (transparent mode)
+	ipNomasq *nftables.Set
+}
+
+func (r Rules) tables() *tables {
+	t := &tables{
+		br: &nftables.Table{Family: nftables.TableFamilyBridge, Name: TableName(r.Network)},
+		ip: &nftables.Table{Family: nftables.TableFamilyIPv4, Name: TableName(r.Network)},
+	}
+	t.pods = &nftables.Set{Table: t.br, Name: "pods", IsMap: true, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeEtherAddr}
+	t.podMACs = &nftables.Set{Table: t.br, Name: "pod-macs", Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr)}
+	t.brPodIPs = &nftables.Set{Table: t.br, Name: "pod-ips", Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)}
+	t.brNomasq = &nftables.Set{Table: t.br, Name: "nomasq", Interval: true, KeyType: nftables.TypeIPAddr}
+	t.podsL3 = &nftables.Set{Table: t.ip, Name: "pod-ips", Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)}
+	t.ipNomasq = &nftables.Set{Table: t.ip, Name: "nomasq", Interval: true, KeyType: nftables.TypeIPAddr}
+	return t
+}
+
+func priority(p int32) *nftables.ChainPriority { v := nftables.ChainPriority(p); return &v }
+
+// Program installs the network's static rules atomically and, when resync is
+// set, replaces the pod elements with pods (used when the tables were lost or
+// are being rebuilt). Existing pod elements are kept otherwise.
+func (r Rules) Program(c *nftables.Conn, resync bool, pods []PodElem) error {
+	t := r.tables()
+	nomasq := nft.PrefixElements(r.NonMasquerade)
+
+	c.AddTable(t.ip)
+	ipPre := c.AddChain(&nftables.Chain{Table: t.ip, Name: "prerouting", Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: priority(-300)})
+	ipPost := c.AddChain(&nftables.Chain{Table: t.ip, Name: "postrouting", Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
+	c.FlushTable(t.ip)
+	for _, s := range []*nftables.Set{t.podsL3, t.ipNomasq} {
+		if err := c.AddSet(s, nil); err != nil {
+			return fmt.Errorf("program %s: %w", TableName(r.Network), err)
+		}
+	}
+	c.FlushSet(t.ipNomasq)
+	if err := c.SetAddElements(t.ipNomasq, nomasq); err != nil {
+		return fmt.Errorf("program %s: %w", TableName(r.Network), err)
+	}
+	if r.Mode == ModeTransparent {
+		// A pod may only send from its own address.
+		c.AddRule(nft.Rule(ipPre, nft.IIFName(HostIfPrefix+"*", true),
+			nft.InConcat(t.podsL3, false, nft.KeyIIFName, nft.KeyIPSaddr), nft.Counter(), nft.Drop()))
+	}
+	if r.SNAT {
+		// Pod traffic leaving the VNet takes the node's primary IP; the
+		// node's own traffic and traffic to local addresses is left alone.
+		c.AddRule(nft.Rule(ipPost, nft.OIFName(r.egress(), true),
+			nft.In(nft.IPDaddr, t.ipNomasq, false),
+			nft.FibAddrType(false, nft.RTNLocal, false),
+			nft.FibAddrType(true, nft.RTNLocal, false),
+			nft.Counter(), nft.Masquerade()))
+	}
+
+	if r.Mode == ModeBridge {
+		if err := r.programBridge(c, t, nomasq); err != nil {
+			return err
+		}
+	}
+	if resync {
+		if r.Mode == ModeBridge {
+			c.FlushSet(t.pods)
+			c.FlushSet(t.podMACs)
+			c.FlushSet(t.brPodIPs)
+		} else {
+			c.FlushSet(t.podsL3)
+		}
+		for _, p := range pods {
+			if err := r.addElems(c, t, p); err != nil {
+				return err
+			}
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("program nftables tables %s: %w", TableName(r.Network), err)
+	}
+	return nil
+}
+
+func (r Rules) programBridge(c *nftables.Conn, t *tables, nomasq []nftables.SetElement) error {
+	c.AddTable(t.br)
+	pre := c.AddChain(&nftables.Chain{Table: t.br, Name: "prerouting", Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: priority(-300)})
+	post := c.AddChain(&nftables.Chain{Table: t.br, Name: "postrouting", Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPostrouting, Priority: priority(300)})
+	c.FlushTable(t.br)
+	for _, s := range []*nftables.Set{t.pods, t.podMACs, t.brPodIPs, t.brNomasq} {
+		if err := c.AddSet(s, nil); err != nil {
+			return fmt.Errorf("program %s: %w", TableName(r.Network), err)
+		}
+	}
+	c.FlushSet(t.brNomasq)
+	if err := c.SetAddElements(t.brNomasq, nomasq); err != nil {
+		return fmt.Errorf("program %s: %w", TableName(r.Network), err)
+	}
+	fromNIC := nft.IIFName(r.Master, true)
+	fromPod := nft.IIFName(HostIfPrefix+"*", true)
+	toNIC := nft.OIFName(r.Master, true)
+
+	// The fabric delivers every NIC address with the NIC's MAC: hand frames
+	// for a pod to that pod.
+	c.AddRule(nft.Rule(pre, fromNIC, nft.MAC(nft.EtherDaddr, r.NICMAC, true), nft.EtherType(nft.EtherTypeIPv4),
+		nft.SetMACFromMap(nft.EtherDaddr, nft.IPDaddr, t.pods)))
+	// ARP replies to a pod's request come back addressed to the NIC too.
+	c.AddRule(nft.Rule(pre, fromNIC, nft.MAC(nft.EtherDaddr, r.NICMAC, true), nft.EtherType(nft.EtherTypeARP),
+		nft.ARPOp(nft.ARPReply), nft.SetMACFromMap(nft.ARPTargetMAC, nft.ARPTargetIP, t.pods)))
+	c.AddRule(nft.Rule(pre, fromNIC, nft.MAC(nft.EtherDaddr, r.NICMAC, true), nft.EtherType(nft.EtherTypeARP),
+		nft.ARPOp(nft.ARPReply), nft.SetMACFromMap(nft.EtherDaddr, nft.ARPTargetIP, t.pods)))
+	// A pod may only send from its own MAC and address, in Ethernet and
+	// ARP headers alike.
+	c.AddRule(nft.Rule(pre, fromPod, nft.InConcat(t.podMACs, false, nft.KeyIIFName, nft.KeyEtherSaddr), nft.Counter(), nft.Drop()))
+	c.AddRule(nft.Rule(pre, fromPod, nft.EtherType(nft.EtherTypeIPv4),
+		nft.InConcat(t.brPodIPs, false, nft.KeyIIFName, nft.KeyIPSaddr), nft.Counter(), nft.Drop()))
+	c.AddRule(nft.Rule(pre, fromPod, nft.EtherType(nft.EtherTypeARP),
+		nft.InConcat(t.podMACs, false, nft.KeyIIFName, nft.KeyARPSenderMAC), nft.Counter(), nft.Drop()))
+	c.AddRule(nft.Rule(pre, fromPod, nft.EtherType(nft.EtherTypeARP),
+		nft.InConcat(t.brPodIPs, false, nft.KeyIIFName, nft.KeyARPSenderIP), nft.Counter(), nft.Drop()))
+	if r.SNAT {
+		// Traffic leaving the VNet must be masqueraded: hand it to the
+		// node's IP stack instead of bridging it to the NIC.
+		c.AddRule(nft.Rule(pre, fromPod, nft.EtherType(nft.EtherTypeIPv4), nft.In(nft.IPDaddr, t.brNomasq, false),
+			nft.SetMAC(nft.EtherDaddr, r.NICMAC), nft.SetPktTypeHost()))
+	}
+
+	// ARP for the node's and the pods' own addresses is answered on the
+	// bridge; never ask the fabric.
+	c.AddRule(nft.Rule(post, toNIC, nft.EtherType(nft.EtherTypeARP), nft.ARPOp(nft.ARPRequest),
+		nft.In(nft.ARPTargetIP, t.pods, true), nft.Drop()))
+	c.AddRule(nft.Rule(post, toNIC, nft.EtherType(nft.EtherTypeARP), nft.ARPOp(nft.ARPRequest),
+		nft.IP(nft.ARPTargetIP, r.PrimaryIP, true), nft.Drop()))
+	// The fabric carries IPv4 and ARP only.
+	c.AddRule(nft.Rule(post, toNIC, etherTypeNotIPv4OrARP(), nft.Drop()))
+	// The fabric accepts only the NIC's MAC as source.
+	c.AddRule(nft.Rule(post, toNIC, nft.MAC(nft.EtherSaddr, r.NICMAC, false), nft.SetMAC(nft.EtherSaddr, r.NICMAC)))
+	c.AddRule(nft.Rule(post, toNIC, nft.EtherType(nft.EtherTypeARP), nft.MAC(nft.ARPSenderMAC, r.NICMAC, false),
+		nft.SetMAC(nft.ARPSenderMAC, r.NICMAC)))
+	return nil
+}
+
+// etherTypeNotIPv4OrARP matches frames that are neither IPv4 nor ARP.
+// Equivalent to: ether type != { ip, arp }.
+func etherTypeNotIPv4OrARP() []expr.Any {
+	ld := nft.EtherType(0)[0] // the load of the ether type into register 1
+	return []expr.Any{ld,
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0x08, 0x00}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0x08, 0x06}},
+	}
+}
+
+func (r Rules) addElems(c *nftables.Conn, t *tables, p PodElem) error {
+	if r.Mode == ModeBridge {
+		if err := c.SetAddElements(t.pods, []nftables.SetElement{{Key: nft.IPv4Key(p.IP), Val: p.MAC}}); err != nil {
+			return err
+		}
+		if err := c.SetAddElements(t.podMACs, []nftables.SetElement{{Key: macKey(p)}}); err != nil {
+			return err
+		}
+		return c.SetAddElements(t.brPodIPs, []nftables.SetElement{{Key: ipKey(p)}})
+	}
+	return c.SetAddElements(t.podsL3, []nftables.SetElement{{Key: ipKey(p)}})
+}
+
+func macKey(p PodElem) []byte { return nft.ConcatKey(nft.IfName(p.HostIf), p.MAC) }
+func ipKey(p PodElem) []byte  { return nft.ConcatKey(nft.IfName(p.HostIf), nft.IPv4Key(p.IP)) }
+
+// AddPod adds a pod's elements. A stale element for the same address (left
+// by a crash) is replaced.
+func (r Rules) AddPod(c *nftables.Conn, p PodElem) error {
+	t := r.tables()
+	if err := r.addElems(c, t, p); err != nil {
+		return fmt.Errorf("add pod %s to %s: %w", p.IP, TableName(r.Network), err)
+	}
+	err := c.Flush()
+	if err == nil {
+		return nil
+	}
+	if r.Mode != ModeBridge {
+		return fmt.Errorf("add pod %s to %s: %w", p.IP, TableName(r.Network), err)
+	}
+	// The address is mapped to another MAC: replace the mapping.
+	if derr := c.SetDeleteElements(t.pods, []nftables.SetElement{{Key: nft.IPv4Key(p.IP)}}); derr != nil {
+		return derr
+	}
+	if aerr := r.addElems(c, t, p); aerr != nil {
+		return aerr
+	}
+	if err2 := c.Flush(); err2 != nil {
+		return fmt.Errorf("add pod %s to %s: %w", p.IP, TableName(r.Network), errors.Join(err, err2))
+	}
+	return nil
+}
+
+// DelPod removes a pod's elements; elements already gone are not an error.
+func (r Rules) DelPod(c *nftables.Conn, p PodElem) error {
+	t := r.tables()
+	var errs []error
+	del := func(s *nftables.Set, e nftables.SetElement) {
+		// Adding then deleting in one transaction succeeds whether or not
+		// the element existed.
+		if err := c.SetAddElements(s, []nftables.SetElement{e}); err != nil {
+			errs = append(errs, err)
+			return
+		}
+		if err := c.SetDeleteElements(s, []nftables.SetElement{{Key: e.Key}}); err != nil {
+			errs = append(errs, err)
+			return
+		}
+		if err := c.Flush(); err != nil && !isNotFound(err) {
+			// A map element with another value: delete by key alone.
+			if derr := c.SetDeleteElements(s, []nftables.SetElement{{Key: e.Key}}); derr == nil {
+				if ferr := c.Flush(); ferr != nil && !isNotFound(ferr) {
+					errs = append(errs, fmt.Errorf("%s: %w", s.Name, ferr))
+				}
+			}
+		}
+	}
+	if r.Mode == ModeBridge {
+		if p.MAC != nil {
+			del(t.podMACs, nftables.SetElement{Key: macKey(p)})
+		}
+		del(t.brPodIPs, nftables.SetElement{Key: ipKey(p)})
+		del(t.pods, nftables.SetElement{Key: nft.IPv4Key(p.IP), Val: orZeroMAC(p.MAC)})
+	} else {
+		del(t.podsL3, nftables.SetElement{Key: ipKey(p)})
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("remove pod %s from %s: %w", p.IP, TableName(r.Network), err)
+	}
+	return nil
+}
+
+func orZeroMAC(m net.HardwareAddr) net.HardwareAddr {
+	if m == nil {
+		return make(net.HardwareAddr, 6)
+	}
+	return m
+}
+
+func isNotFound(err error) bool { return errors.Is(err, unix.ENOENT) }
+
+// Present reports whether the network's tables exist.
+func (r Rules) Present(c *nftables.Conn) bool {
+	t := r.tables()
+	if _, err := c.ListTableOfFamily(t.ip.Name, t.ip.Family); err != nil {
+		return false
+	}
+	if r.Mode == ModeBridge {
+		if _, err := c.ListTableOfFamily(t.br.Name, t.br.Family); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// HasPod reports whether a pod's elements are present.
+func (r Rules) HasPod(c *nftables.Conn, p PodElem) (bool, error) {
+	t := r.tables()
+	if r.Mode == ModeBridge {
+		elems, err := c.GetSetElements(t.pods)
+		if err != nil {
+			return false, fmt.Errorf("list %s pods: %w", TableName(r.Network), err)
+		}
+		want := nft.IPv4Key(p.IP)
+		for _, e := range elems {
+			if string(e.Key) == string(want) {
+				return string(e.Val) == string(p.MAC), nil
+			}
+		}
+		return false, nil
+	}
+	elems, err := c.GetSetElements(t.podsL3)
+	if err != nil {
+		return false, fmt.Errorf("list %s pod sources: %w", TableName(r.Network), err)
+	}
+	want := ipKey(p)
+	for _, e := range elems {
+		if string(e.Key) == string(want) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Pods lists the pod addresses present in the network's tables, with the
+// MAC each maps to (bridge mode) or the host interface (transparent mode).
+func (r Rules) Pods(c *nftables.Conn) ([]PodElem, error) {
+	t := r.tables()
+	var out []PodElem
+	if r.Mode == ModeBridge {
+		elems, err := c.GetSetElements(t.pods)
+		if err != nil {
+			return nil, fmt.Errorf("list %s pods: %w", TableName(r.Network), err)
+		}
+		for _, e := range elems {
+			ip, _ := netip.AddrFromSlice(e.Key)
+			out = append(out, PodElem{IP: ip, MAC: net.HardwareAddr(e.Val)})
+		}
+		return out, nil
+	}
+	elems, err := c.GetSetElements(t.podsL3)
+	if err != nil {
+		return nil, fmt.Errorf("list %s pod sources: %w", TableName(r.Network), err)
+	}
+	for _, e := range elems {
+		if len(e.Key) < 20 {
+			continue
+		}
+		ip, _ := netip.AddrFromSlice(e.Key[16:20])
+		out = append(out, PodElem{HostIf: strings.TrimRight(string(e.Key[:16]), "\x00"), IP: ip})
+	}
+	return out, nil
+}
+
+// Remove deletes the network's tables.
+func (r Rules) Remove(c *nftables.Conn) error {
+	t := r.tables()
+	for _, tb := range []*nftables.Table{t.ip, t.br} {
+		c.DelTable(tb)
+		if err := c.Flush(); err != nil && !isNotFound(err) {
+			return fmt.Errorf("remove table %s: %w", tb.Name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,174 @@
+package datapath
+
+import (
+	"flag"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/nftables"
+
+	"github.com/vnetcni/vnetcni/internal/netns"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func mustMAC(s string) net.HardwareAddr {
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+func testRules(mode string) Rules {
+	return Rules{
+		Network:   "azure",
+		Mode:      mode,
+		Master:    "eth0",
+		Bridge:    "azure0",
+		NICMAC:    mustMAC("00:0d:3a:6e:18:25"),
+		PrimaryIP: netip.MustParseAddr("10.0.0.4"),
+		SNAT:      true,
+		NonMasquerade: []netip.Prefix{
+			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.16.0.0/12"),
+			netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("10.0.0.0/20"),
+			netip.MustParsePrefix("168.63.129.16/32"),
+		},
+	}
+}
+
+var testPods = []PodElem{
+	{HostIf: "azv0123456789ab", MAC: mustMAC("02:00:00:00:00:05"), IP: netip.MustParseAddr("10.0.0.5")},
+	{HostIf: "azvba9876543210", MAC: mustMAC("02:00:00:00:00:06"), IP: netip.MustParseAddr("10.0.0.6")},
+}
+
+// TestRulesGolden programs each mode's tables in a throwaway namespace and
+// compares what the kernel holds, as `nft list` prints it, with a golden file.
+func TestRulesGolden(t *testing.T) {
+	for _, mode := range []string{ModeBridge, ModeTransparent} {
+		t.Run(mode, func(t *testing.T) {
+			name := tempNetNS(t)
+			r := testRules(mode)
+			c := nftConnIn(t, name)
+			if err := r.Program(c, false, nil); err != nil {
+				t.Fatalf("Program: %v", err)
+			}
+			// Programming again must be a no-op that keeps pod elements.
+			for _, p := range testPods {
+				if err := r.AddPod(c, p); err != nil {
+					t.Fatalf("AddPod(%v): %v", p, err)
+				}
+			}
+			if err := r.Program(c, false, nil); err != nil {
+				t.Fatalf("Program again: %v", err)
+			}
+			got := nftList(t, name)
+			golden := filepath.Join("testdata", "rules-"+mode+".nft")
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("read golden (run with -update to create): %v", err)
+			}
+			if d := cmp.Diff(string(want), got); d != "" {
+				t.Errorf("ruleset differs from %s (-want +got):\n%s", golden, d)
+			}
+
+			// Removing pods removes exactly their elements, twice is fine.
+			for _, p := range testPods {
+				for i := 0; i < 2; i++ {
+					if err := r.DelPod(c, p); err != nil {
+						t.Fatalf("DelPod(%v) #%d: %v", p, i, err)
+					}
+				}
+			}
+			left, err := r.Pods(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(left) != 0 {
+				t.Errorf("after DelPod, pods left: %v", left)
+			}
+		})
+	}
+}
+
+func TestAddPodReplacesStaleMapping(t *testing.T) {
+	name := tempNetNS(t)
+	r := testRules(ModeBridge)
+	c := nftConnIn(t, name)
+	if err := r.Program(c, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	stale := PodElem{HostIf: "azvdeadbeef0000", MAC: mustMAC("02:aa:aa:aa:aa:aa"), IP: testPods[0].IP}
+	if err := r.AddPod(c, stale); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AddPod(c, testPods[0]); err != nil {
+		t.Fatalf("AddPod over a stale mapping: %v", err)
+	}
+	ok, err := r.HasPod(c, testPods[0])
+	if err != nil || !ok {
+		t.Errorf("HasPod after replacing stale mapping = %v, %v; want true", ok, err)
+	}
+}
+
+func tempNetNS(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	name := "vdt" + randHex(4)
+	if err := netns.Create(name); err != nil {
+		t.Fatalf("create netns: %v", err)
+	}
+	t.Cleanup(func() { _ = netns.Delete(name) })
+	return name
+}
+
+func nftConnIn(t *testing.T, name string) *nftables.Conn {
+	t.Helper()
+	f, err := os.Open(netns.Path(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+var counterRE = regexp.MustCompile(`counter packets \d+ bytes \d+`)
+
+func nftList(t *testing.T, name string) string {
+	t.Helper()
+	out, err := exec.Command("nsenter", "--net="+netns.Path(name), "nft", "list", "ruleset").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list ruleset: %v\n%s", err, out)
+	}
+	return counterRE.ReplaceAllString(string(out), "counter packets 0 bytes 0")
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	f, _ := os.Open("/dev/urandom")
+	defer f.Close()
+	_, _ = f.Read(b)
+	const hx = "0123456789abcdef"
+	out := make([]byte, 0, 2*n)
+	for _, x := range b {
+		out = append(out, hx[x>>4], hx[x&15])
+	}
+	return string(out)[:n]
+}

@@ -1,0 +1,126 @@
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/vnetcni/vnetcni/internal/nic"
+	"github.com/vnetcni/vnetcni/internal/store"
+)
+
+// Manager allocates from one NIC's pool, keeping the pool cached in the
+// store. Source queries happen outside the store lock.
+type Manager struct {
+	Store  *store.Store
+	Source Source
+	MAC    net.HardwareAddr // the NIC whose secondaries form the pool
+	MaxAge time.Duration    // re-read the source when the cache is older
+	Now    func() time.Time
+}
+
+func (m *Manager) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}
+
+// PoolID is the store key of the manager's pool.
+func (m *Manager) PoolID() string { return nic.FormatAzureMAC(m.MAC) }
+
+// Pool returns the cached pool, re-reading the source first when it is
+// missing, stale, or has no free address.
+func (m *Manager) Pool(ctx context.Context) (*store.Pool, error) {
+	st, err := m.Store.Read()
+	if err != nil && !store.IsDamaged(err) {
+		return nil, err
+	}
+	if err == nil {
+		p := st.Pools[m.PoolID()]
+		if !Stale(p, m.MaxAge, m.now()) && len(Free(st, p)) > 0 {
+			return p, nil
+		}
+	}
+	return m.Refresh(ctx)
+}
+
+// Refresh reads the pool from the source and stores it.
+func (m *Manager) Refresh(ctx context.Context) (*store.Pool, error) {
+	ifs, err := m.Source.Interfaces(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read address pool: %w", err)
+	}
+	fresh, err := PoolFrom(ifs, m.MAC, m.Source.String(), m.now())
+	if err != nil {
+		return nil, fmt.Errorf("read address pool: %w", err)
+	}
+	var merged *store.Pool
+	if err := m.Store.Update(func(st *store.State) error {
+		merged = Merge(st, fresh)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return merged, nil
+}
+
+// Allocate gives owner an address. record, when not nil, runs in the same
+// store update with the address chosen, so the caller can persist what it is
+// about to build in the same atomic write.
+func (m *Manager) Allocate(ctx context.Context, o Owner, record func(st *store.State, p *store.Pool, ip netip.Addr) error) (netip.Addr, *store.Pool, error) {
+	p, err := m.Pool(ctx)
+	if err != nil {
+		return netip.Addr{}, nil, err
+	}
+	refreshed := false
+	for {
+		var ip netip.Addr
+		var pool *store.Pool
+		err = m.Store.Update(func(st *store.State) error {
+			pool = st.Pools[p.ID]
+			if pool == nil {
+				pool = Merge(st, p)
+			}
+			var err error
+			ip, err = Allocate(st, pool, o, m.now())
+			if err != nil {
+				return err
+			}
+			if record != nil {
+				return record(st, pool, ip)
+			}
+			return nil
+		})
+		var ex *ExhaustedError
+		if errors.As(err, &ex) && !refreshed {
+			// The NIC may have been given more addresses since the pool was read.
+			refreshed = true
+			if p, err = m.Refresh(ctx); err != nil {
+				return netip.Addr{}, nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return netip.Addr{}, nil, err
+		}
+		return ip, pool, nil
+	}
+}
+
+// Release frees what a container interface holds (all its interfaces when
+// ifName is empty). record, when not nil, runs in the same store update.
+func (m *Manager) Release(containerID, ifName string, record func(st *store.State) error) ([]netip.Addr, error) {
+	var freed []netip.Addr
+	err := m.Store.Update(func(st *store.State) error {
+		freed = Release(st, containerID, ifName, m.now())
+		if record != nil {
+			return record(st)
+		}
+		return nil
+	})
+	return freed, err
+}

@@ -1,0 +1,286 @@
+// Package store keeps a node's CNI state — networks, address pools,
+// allocations and endpoints — in one JSON file.
+//
+// The file is replaced atomically (write temp, fsync, rename, fsync dir), so a
+// crash at any instant leaves either the old or the new state, never a
+// truncated one. Read-modify-write cycles hold an flock on a separate lock
+// file for as long as the in-memory update takes (microseconds); callers do
+// their kernel and network work outside Update.
+//
+// A file that cannot be trusted (empty, NUL-filled, not JSON, from a newer
+// version, or internally inconsistent) is never silently replaced by an empty
+// state: it is moved aside and the caller's Rebuild hook reconstructs the
+// state from the kernel and the pool source.
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultDir is where the state lives unless EnvDir overrides it. /var/run is
+// a tmpfs: the state vanishes at reboot together with the interfaces it
+// describes.
+const DefaultDir = "/var/run/azure-vnet"
+
+// EnvDir names the environment variable that overrides DefaultDir.
+const EnvDir = "AZURE_VNET_STATE_DIR"
+
+// File names inside the state directory.
+const (
+	FileName = "state.json"
+	LockName = "state.lock"
+)
+
+// DirFromEnv returns the state directory: $AZURE_VNET_STATE_DIR or DefaultDir.
+func DirFromEnv() string {
+	if d := os.Getenv(EnvDir); d != "" {
+		return d
+	}
+	return DefaultDir
+}
+
+// LockTimeout is how long Update waits for the lock. The lock is only ever
+// held for an in-memory update and one file write, so waiting this long means
+// something is badly wrong.
+const LockTimeout = 30 * time.Second
+
+// ErrLockTimeout is returned when the lock cannot be taken in time.
+var ErrLockTimeout = errors.New("timed out locking state store")
+
+// DamagedError reports a state file that cannot be trusted.
+type DamagedError struct {
+	Path   string
+	Reason string
+	Err    error
+}
+
+func (e *DamagedError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("state file %s is damaged (%s): %v", e.Path, e.Reason, e.Err)
+	}
+	return fmt.Sprintf("state file %s is damaged (%s)", e.Path, e.Reason)
+}
+
+func (e *DamagedError) Unwrap() error { return e.Err }
+
+// IsDamaged reports whether err is (or wraps) a *DamagedError.
+func IsDamaged(err error) bool {
+	var d *DamagedError
+	return errors.As(err, &d)
+}
+
+// Store is a node's state file.
+type Store struct {
+	Dir string
+
+	// Rebuild reconstructs the state when the file is damaged or missing
+	// while the kernel may still hold endpoints. It runs under the exclusive
+	// lock. When nil, a damaged file makes Update fail.
+	Rebuild func(cause error) (*State, error)
+
+	// OnRecover, when set, is told about every damaged file that was moved
+	// aside and rebuilt, with where the damaged copy now is.
+	OnRecover func(cause error, savedAs string)
+}
+
+// New returns the store in dir.
+func New(dir string) *Store { return &Store{Dir: dir} }
+
+// Path is the state file's path.
+func (s *Store) Path() string { return filepath.Join(s.Dir, FileName) }
+
+// Read returns the current state without locking: the file is only ever
+// replaced by rename, so a reader sees a complete old or new version. A
+// missing file reads as an empty state; a damaged one as a *DamagedError.
+func (s *Store) Read() (*State, error) {
+	st, err := s.load()
+	if errors.Is(err, os.ErrNotExist) {
+		return NewState(), nil
+	}
+	return st, err
+}
+
+func (s *Store) load() (*State, error) {
+	b, err := os.ReadFile(s.Path())
+	if err != nil {
+		return nil, err
+	}
+	return Decode(b, s.Path())
+}
+
+// Decode parses a state file's content, reporting anything untrustworthy as
+// a *DamagedError naming path.
+func Decode(b []byte, path string) (*State, error) {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, &DamagedError{Path: path, Reason: "empty"}
+	}
+	if bytes.IndexByte(b, 0) >= 0 {
+		return nil, &DamagedError{Path: path, Reason: "contains NUL bytes"}
+	}
+	var probe struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(b, &probe); err != nil {
+		return nil, &DamagedError{Path: path, Reason: "not valid JSON", Err: err}
+	}
+	if probe.Version > Version {
+		return nil, &DamagedError{Path: path, Reason: fmt.Sprintf("written by a newer version (format %d, this binary reads up to %d)", probe.Version, Version)}
+	}
+	if probe.Version < 1 {
+		return nil, &DamagedError{Path: path, Reason: fmt.Sprintf("unknown format version %d", probe.Version)}
+	}
+	st := NewState()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(st); err != nil {
+		return nil, &DamagedError{Path: path, Reason: "does not match the state schema", Err: err}
+	}
+	st.init()
+	if err := st.Validate(); err != nil {
+		return nil, &DamagedError{Path: path, Reason: "inconsistent", Err: err}
+	}
+	return st, nil
+}
+
+// Update runs fn on the current state under the exclusive lock and writes
+// the result if fn returns nil. fn must not do slow work.
+func (s *Store) Update(fn func(*State) error) error {
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	st, err := s.load()
+	switch {
+	case err == nil:
+	case errors.Is(err, os.ErrNotExist):
+		st, err = s.rebuild(err, false)
+		if err != nil {
+			return err
+		}
+	case IsDamaged(err):
+		st, err = s.rebuild(err, true)
+		if err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("read state: %w", err)
+	}
+	if err := fn(st); err != nil {
+		return err
+	}
+	return s.write(st)
+}
+
+func (s *Store) rebuild(cause error, damaged bool) (*State, error) {
+	if s.Rebuild == nil {
+		if !damaged {
+			return NewState(), nil
+		}
+		return nil, cause
+	}
+	st, err := s.Rebuild(cause)
+	if err != nil {
+		return nil, fmt.Errorf("rebuild state after %v: %w", cause, err)
+	}
+	if damaged {
+		saved := fmt.Sprintf("%s.damaged-%d", s.Path(), time.Now().UnixNano())
+		if err := os.Rename(s.Path(), saved); err != nil {
+			return nil, fmt.Errorf("keep damaged state file: %w", err)
+		}
+		if s.OnRecover != nil {
+			s.OnRecover(cause, saved)
+		}
+	}
+	// Persist the rebuilt state even if fn later fails.
+	if err := s.write(st); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func (s *Store) write(st *State) error {
+	st.Version = Version
+	b, err := json.MarshalIndent(st, "", " ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	b = append(b, '\n')
+	tmp := fmt.Sprintf("%s.tmp-%d", s.Path(), os.Getpid())
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("write state: fsync: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := os.Rename(tmp, s.Path()); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write state: %w", err)
+	}
+	if d, err := os.Open(s.Dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// lock takes the state's exclusive lock.
+func (s *Store) lock() (func(), error) { return s.Lock(LockName) }
+
+// Lock takes an exclusive flock on a lock file of the state directory,
+// polling with a short backoff: the state lock is held for well under a
+// millisecond. Other lock files serialise rarer, longer work (setting up a
+// node's network) without holding up state updates.
+func (s *Store) Lock(name string) (func(), error) {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(s.Dir, name), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open state lock: %w", err)
+	}
+	deadline := time.Now().Add(LockTimeout)
+	wait := 50 * time.Microsecond
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("lock state: %w", err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("%w after %s (%s)", ErrLockTimeout, LockTimeout, f.Name())
+		}
+		time.Sleep(wait)
+		if wait < 2*time.Millisecond {
+			wait *= 2
+		}
+	}
+	return func() {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+	}, nil
+}
