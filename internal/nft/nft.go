@@ -144,6 +144,17 @@ func EtherType(t uint16) []expr.Any {
 	return []expr.Any{load(etherType, reg1), cmp(expr.CmpOpEq, reg1, be16(t))}
 }
 
+// ARPHRDEther is the interface type of Ethernet devices.
+const ARPHRDEther = unix.ARPHRD_ETHER
+
+// IIFType matches the input interface's hardware type. In the netdev and
+// bridge families, nft puts "meta iiftype ether" before Ethernet header
+// matches; rules that carry it list as "ether saddr ..." instead of raw
+// payload expressions. Equivalent to: meta iiftype ether.
+func IIFType(t uint16) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFTYPE, Register: reg1}, cmp(expr.CmpOpEq, reg1, binary.NativeEndian.AppendUint16(nil, t))}
+}
+
 // MetaProtocol matches the packet's protocol in families without a link-layer
 // header in reach (ip, inet). Equivalent to: meta protocol ip.
 func MetaProtocol(t uint16) []expr.Any {
