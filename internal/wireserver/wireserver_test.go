@@ -1,0 +1,398 @@
+package wireserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/vnetcni/vnetcni/internal/nic"
+)
+
+var equateNetip = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
+
+// sampleDoc is the document DESIGN.md quotes, completed.
+const sampleDoc = `<?xml version="1.0" encoding="utf-8"?>
+<Interfaces>
+  <Interface MacAddress="000D3A6E1825" IsPrimary="true">
+    <IPSubnet Prefix="10.240.0.0/16">
+      <IPAddress Address="10.240.0.4" IsPrimary="true"/>
+      <IPAddress Address="10.240.0.5" IsPrimary="false"/>
+      <IPAddress Address="10.240.0.6" IsPrimary="false"/>
+    </IPSubnet>
+  </Interface>
+</Interfaces>`
+
+func mustMAC(t testing.TB, s string) net.HardwareAddr {
+	t.Helper()
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		t.Fatalf("net.ParseMAC(%q): %v", s, err)
+	}
+	return m
+}
+
+// iface builds an interface with one subnet whose first address is primary.
+func iface(t testing.TB, mac string, primary bool, prefix string, addrs ...string) nic.Interface {
+	t.Helper()
+	s := nic.Subnet{Prefix: netip.MustParsePrefix(prefix)}
+	for i, a := range addrs {
+		s.Addresses = append(s.Addresses, nic.Address{IP: netip.MustParseAddr(a), IsPrimary: i == 0})
+	}
+	return nic.Interface{MAC: mustMAC(t, mac), IsPrimary: primary, Subnets: []nic.Subnet{s}}
+}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		doc     string
+		want    []nic.Interface
+		wantErr string
+	}{
+		{
+			name: "DESIGN.md sample",
+			doc:  sampleDoc,
+			want: []nic.Interface{iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5", "10.240.0.6")},
+		},
+		{
+			name: "two NICs, lower-case MAC, padded attributes, unmasked prefix",
+			doc: `<Interfaces>
+				<Interface MacAddress="000d3a6e1825" IsPrimary="true"><IPSubnet Prefix=" 10.0.0.9/24 "><IPAddress Address=" 10.0.0.4 " IsPrimary="true"/></IPSubnet></Interface>
+				<Interface MacAddress="000D3A6E1826"><IPSubnet Prefix="10.0.1.0/24"><IPAddress Address="10.0.1.4" IsPrimary="true"/><IPAddress Address="10.0.1.5"/></IPSubnet></Interface>
+			</Interfaces>`,
+			want: []nic.Interface{
+				iface(t, "00:0d:3a:6e:18:25", true, "10.0.0.0/24", "10.0.0.4"),
+				iface(t, "00:0d:3a:6e:18:26", false, "10.0.1.0/24", "10.0.1.4", "10.0.1.5"),
+			},
+		},
+		{
+			name: "interface without subnets",
+			doc:  `<Interfaces><Interface MacAddress="000D3A6E1825" IsPrimary="true"/></Interfaces>`,
+			want: []nic.Interface{{MAC: mustMAC(t, "00:0d:3a:6e:18:25"), IsPrimary: true}},
+		},
+		{name: "no interfaces", doc: `<Interfaces/>`, want: []nic.Interface{}},
+		{name: "unknown elements ignored", doc: `<Interfaces><Foo/><Interface MacAddress="000D3A6E1825" Extra="x"/></Interfaces>`,
+			want: []nic.Interface{{MAC: mustMAC(t, "00:0d:3a:6e:18:25")}}},
+		{name: "empty", doc: ``, wantErr: "decode wireserver interface document: EOF"},
+		{name: "not XML", doc: `{"Interfaces":[]}`, wantErr: "decode wireserver interface document"},
+		{name: "truncated", doc: sampleDoc[:len(sampleDoc)/2], wantErr: "decode wireserver interface document"},
+		{name: "wrong root", doc: `<Interface MacAddress="000D3A6E1825"/>`, wantErr: "expected element type <Interfaces>"},
+		{name: "bad MAC", doc: `<Interfaces><Interface MacAddress="000D3A6E18"/></Interfaces>`, wantErr: `parse MAC "000D3A6E18"`},
+		{name: "missing MAC", doc: `<Interfaces><Interface IsPrimary="true"/></Interfaces>`, wantErr: `parse MAC ""`},
+		{name: "bad IsPrimary", doc: `<Interfaces><Interface MacAddress="000D3A6E1825" IsPrimary="yes"/></Interfaces>`, wantErr: "decode wireserver interface document"},
+		{name: "bad prefix", doc: `<Interfaces><Interface MacAddress="000D3A6E1825"><IPSubnet Prefix="10.0.0.0"/></Interface></Interfaces>`, wantErr: `subnet "10.0.0.0"`},
+		{name: "bad address", doc: `<Interfaces><Interface MacAddress="000D3A6E1825"><IPSubnet Prefix="10.0.0.0/24"><IPAddress Address="10.0.0.256"/></IPSubnet></Interface></Interfaces>`, wantErr: `address "10.0.0.256"`},
+		{name: "address outside subnet", doc: `<Interfaces><Interface MacAddress="000D3A6E1825"><IPSubnet Prefix="10.0.0.0/24"><IPAddress Address="10.0.1.4"/></IPSubnet></Interface></Interfaces>`, wantErr: "address 10.0.1.4 outside subnet 10.0.0.0/24"},
+		{name: "duplicate address across NICs", doc: `<Interfaces>
+			<Interface MacAddress="000D3A6E1825"><IPSubnet Prefix="10.0.0.0/24"><IPAddress Address="10.0.0.4"/></IPSubnet></Interface>
+			<Interface MacAddress="000D3A6E1826"><IPSubnet Prefix="10.0.0.0/24"><IPAddress Address="10.0.0.4"/></IPSubnet></Interface>
+		</Interfaces>`, wantErr: "address 10.0.0.4 listed twice"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse([]byte(tt.doc))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Parse(%q) = %v, %v; want error containing %q", tt.doc, got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse(%q): %v", tt.doc, err)
+			}
+			if d := cmp.Diff(tt.want, got, equateNetip); d != "" {
+				t.Errorf("Parse(%q) (-want +got):\n%s", tt.doc, d)
+			}
+		})
+	}
+}
+
+func TestMarshalRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []nic.Interface
+	}{
+		{name: "one NIC", in: []nic.Interface{iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5")}},
+		{name: "two NICs", in: []nic.Interface{
+			iface(t, "00:0d:3a:6e:18:25", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.5", "10.0.0.6"),
+			iface(t, "00:0d:3a:6e:18:26", false, "10.0.1.0/24", "10.0.1.4"),
+		}},
+		{name: "two subnets on one NIC, secondary before primary", in: []nic.Interface{{
+			MAC: mustMAC(t, "00:0d:3a:6e:18:25"), IsPrimary: true,
+			Subnets: []nic.Subnet{
+				{Prefix: netip.MustParsePrefix("10.0.0.0/24"), Addresses: []nic.Address{{IP: netip.MustParseAddr("10.0.0.7")}, {IP: netip.MustParseAddr("10.0.0.4"), IsPrimary: true}}},
+				{Prefix: netip.MustParsePrefix("fd00::/64"), Addresses: []nic.Address{{IP: netip.MustParseAddr("fd00::4")}}},
+			},
+		}}},
+		{name: "NIC without subnets", in: []nic.Interface{{MAC: mustMAC(t, "00:0d:3a:6e:18:25")}}},
+		{name: "subnet without addresses", in: []nic.Interface{{MAC: mustMAC(t, "00:0d:3a:6e:18:25"), Subnets: []nic.Subnet{{Prefix: netip.MustParsePrefix("10.0.0.0/24")}}}}},
+		{name: "no NICs", in: []nic.Interface{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := Marshal(tt.in)
+			if err != nil {
+				t.Fatalf("Marshal(%+v): %v", tt.in, err)
+			}
+			if !bytes.HasPrefix(b, []byte(xml.Header)) {
+				t.Errorf("Marshal(%+v) = %q, want it to start with the XML header", tt.in, b)
+			}
+			for _, i := range tt.in {
+				if want := `MacAddress="` + nic.FormatAzureMAC(i.MAC) + `"`; !bytes.Contains(b, []byte(want)) {
+					t.Errorf("Marshal(%+v) = %s, want it to contain %s", tt.in, b, want)
+				}
+			}
+			got, err := Parse(b)
+			if err != nil {
+				t.Fatalf("Parse(Marshal(%+v)): %v\ndocument: %s", tt.in, err, b)
+			}
+			if d := cmp.Diff(tt.in, got, equateNetip); d != "" {
+				t.Errorf("Parse(Marshal(x)) differs from x (-want +got):\n%s\ndocument: %s", d, b)
+			}
+		})
+	}
+}
+
+// serve starts a test server and stops it when the test ends.
+func serve(t *testing.T, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestClient(t *testing.T) {
+	// The server end of a request that must be given up on by the client:
+	// it waits for the client to hang up, bounded so a broken client
+	// cannot hang the test.
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	})
+	tests := []struct {
+		name    string
+		handler http.Handler
+		timeout time.Duration
+		want    []nic.Interface
+		wantErr string
+	}{
+		{
+			name: "good document",
+			handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != Path || r.URL.RawQuery != Query || r.Method != http.MethodGet {
+					http.Error(w, "wrong request "+r.Method+" "+r.URL.String(), http.StatusTeapot)
+					return
+				}
+				_, _ = w.Write([]byte(sampleDoc))
+			}),
+			want: []nic.Interface{iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5", "10.240.0.6")},
+		},
+		{
+			name: "HTTP 500 reports status and first line of the body",
+			handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, "nmagent is restarting\nsecond line", http.StatusInternalServerError)
+			}),
+			wantErr: "HTTP 500: nmagent is restarting",
+		},
+		{
+			name: "malformed XML",
+			handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = w.Write([]byte(`<Interfaces><Interface MacAddress="000D3A6E1825">`))
+			}),
+			wantErr: "decode wireserver interface document",
+		},
+		{
+			name: "answer larger than the limit",
+			handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				// A well-formed document padded past the limit: only the size is wrong.
+				_, _ = w.Write([]byte("<Interfaces>"))
+				_, _ = w.Write(bytes.Repeat([]byte(" "), maxDocument))
+				_, _ = w.Write([]byte("</Interfaces>"))
+			}),
+			wantErr: "answer larger than 4194304 bytes",
+		},
+		{
+			name:    "slow server past the client timeout",
+			handler: slow,
+			timeout: 100 * time.Millisecond,
+			wantErr: "Client.Timeout exceeded",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := serve(t, tt.handler)
+			c := &Client{URL: srv.URL + Path + "?" + Query}
+			if tt.timeout != 0 {
+				c.HTTP = &http.Client{Timeout: tt.timeout}
+			}
+			start := time.Now()
+			got, err := c.Interfaces(context.Background())
+			if tt.timeout != 0 {
+				if el := time.Since(start); el > tt.timeout+2*time.Second {
+					t.Errorf("Interfaces took %v with a %v timeout", el, tt.timeout)
+				}
+			}
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Interfaces() = %v, %v; want error containing %q", got, err, tt.wantErr)
+				}
+				if !strings.Contains(err.Error(), srv.URL) {
+					t.Errorf("Interfaces() error %q does not name the URL %s", err, srv.URL)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Interfaces(): %v", err)
+			}
+			if d := cmp.Diff(tt.want, got, equateNetip); d != "" {
+				t.Errorf("Interfaces() (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestClientContextCancelled(t *testing.T) {
+	srv := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	t.Cleanup(cancel)
+	c := &Client{URL: srv.URL + Path + "?" + Query}
+	_, err := c.Interfaces(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Interfaces(ctx with 50ms deadline) error = %v, want one wrapping context.DeadlineExceeded", err)
+	}
+}
+
+// vms is the lookup of a two-VM lab: each VM is known by its primary address.
+func vms(t testing.TB) map[netip.Addr][]nic.Interface {
+	t.Helper()
+	return map[netip.Addr][]nic.Interface{
+		netip.MustParseAddr("10.0.0.4"): {iface(t, "00:0d:3a:00:00:04", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.10", "10.0.0.11")},
+		netip.MustParseAddr("10.0.0.5"): {
+			iface(t, "00:0d:3a:00:00:05", true, "10.0.0.0/24", "10.0.0.5", "10.0.0.20"),
+			iface(t, "00:0d:3a:00:01:05", false, "10.0.1.0/24", "10.0.1.5"),
+		},
+	}
+}
+
+func lookupIn(m map[netip.Addr][]nic.Interface) Lookup {
+	return func(src netip.Addr) ([]nic.Interface, bool) {
+		ifs, ok := m[src]
+		return ifs, ok
+	}
+}
+
+func TestHandler(t *testing.T) {
+	m := vms(t)
+	h := Handler(lookupIn(m))
+	tests := []struct {
+		name       string
+		target     string
+		remote     string
+		wantStatus int
+		want       []nic.Interface // for 200
+		wantBody   string          // substring, for errors
+	}{
+		{name: "VM 1", target: DefaultURL, remote: "10.0.0.4:41000", wantStatus: 200, want: m[netip.MustParseAddr("10.0.0.4")]},
+		{name: "VM 2 gets its own NICs", target: DefaultURL, remote: "10.0.0.5:41000", wantStatus: 200, want: m[netip.MustParseAddr("10.0.0.5")]},
+		{name: "IPv4-mapped caller", target: DefaultURL, remote: "[::ffff:10.0.0.4]:41000", wantStatus: 200, want: m[netip.MustParseAddr("10.0.0.4")]},
+		{name: "query in other order", target: "http://168.63.129.16/machine/plugins?type=getinterfaceinfov1&comp=nmagent", remote: "10.0.0.4:1", wantStatus: 200, want: m[netip.MustParseAddr("10.0.0.4")]},
+		{name: "unknown caller", target: DefaultURL, remote: "10.0.0.99:41000", wantStatus: 403, wantBody: ErrUnknownCaller.Error()},
+		{name: "wrong path", target: "http://168.63.129.16/machine/plugin?comp=nmagent&type=getinterfaceinfov1", remote: "10.0.0.4:1", wantStatus: 404},
+		{name: "root path", target: "http://168.63.129.16/", remote: "10.0.0.4:1", wantStatus: 404},
+		{name: "no query", target: "http://168.63.129.16/machine/plugins", remote: "10.0.0.4:1", wantStatus: 404},
+		{name: "wrong comp", target: "http://168.63.129.16/machine/plugins?comp=health&type=getinterfaceinfov1", remote: "10.0.0.4:1", wantStatus: 404},
+		{name: "wrong type", target: "http://168.63.129.16/machine/plugins?comp=nmagent&type=getinterfaceinfov2", remote: "10.0.0.4:1", wantStatus: 404},
+		{name: "unparsable caller", target: DefaultURL, remote: "not-an-address", wantStatus: 400, wantBody: "parse caller address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, tt.target, nil)
+			req.RemoteAddr = tt.remote
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("GET %s from %s: status %d, want %d; body %q", tt.target, tt.remote, rec.Code, tt.wantStatus, rec.Body)
+			}
+			if tt.wantStatus != http.StatusOK {
+				if !strings.Contains(rec.Body.String(), tt.wantBody) {
+					t.Errorf("GET %s from %s: body %q, want it to contain %q", tt.target, tt.remote, rec.Body, tt.wantBody)
+				}
+				return
+			}
+			if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/xml") {
+				t.Errorf("GET %s from %s: Content-Type %q, want text/xml", tt.target, tt.remote, ct)
+			}
+			got, err := Parse(rec.Body.Bytes())
+			if err != nil {
+				t.Fatalf("GET %s from %s: Parse(answer): %v\nanswer: %s", tt.target, tt.remote, err, rec.Body)
+			}
+			if d := cmp.Diff(tt.want, got, equateNetip); d != "" {
+				t.Errorf("GET %s from %s (-want +got):\n%s", tt.target, tt.remote, d)
+			}
+		})
+	}
+}
+
+// TestClientAgainstHandler runs the client against the handler over a real
+// socket: the caller is 127.0.0.1.
+func TestClientAgainstHandler(t *testing.T) {
+	want := []nic.Interface{iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5")}
+	var asked []netip.Addr
+	srv := serve(t, Handler(func(src netip.Addr) ([]nic.Interface, bool) {
+		asked = append(asked, src)
+		return want, src == netip.MustParseAddr("127.0.0.1")
+	}))
+	c := &Client{URL: srv.URL + Path + "?" + Query}
+	got, err := c.Interfaces(context.Background())
+	if err != nil {
+		t.Fatalf("Interfaces(): %v", err)
+	}
+	if d := cmp.Diff(want, got, equateNetip); d != "" {
+		t.Errorf("Interfaces() (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]netip.Addr{netip.MustParseAddr("127.0.0.1")}, asked, equateNetip); d != "" {
+		t.Errorf("lookup callers (-want +got):\n%s", d)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(sampleDoc))
+	f.Add([]byte(`<Interfaces/>`))
+	f.Add([]byte(`<Interfaces><Interface MacAddress="00:0d:3a:6e:18:25" IsPrimary="true"><IPSubnet Prefix="fd00::/64"><IPAddress Address="fd00::4" IsPrimary="true"/></IPSubnet></Interface></Interfaces>`))
+	f.Add([]byte(`<Interfaces><Interface MacAddress="000D3A6E1825"><IPSubnet Prefix="10.0.0.0/24"><IPAddress Address="10.0.1.4"/></IPSubnet></Interface></Interfaces>`))
+	f.Add([]byte(``))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		ifs, err := Parse(doc)
+		if err != nil {
+			return
+		}
+		if err := nic.Validate(ifs); err != nil {
+			t.Fatalf("Parse(%q) accepted interfaces that fail Validate: %v", doc, err)
+		}
+		b, err := Marshal(ifs)
+		if err != nil {
+			t.Fatalf("Marshal(Parse(%q)): %v", doc, err)
+		}
+		again, err := Parse(b)
+		if err != nil {
+			t.Fatalf("Parse(Marshal(Parse(%q))): %v\nmarshalled: %s", doc, err, b)
+		}
+		if d := cmp.Diff(ifs, again, equateNetip, cmpopts.EquateEmpty()); d != "" {
+			t.Fatalf("round trip of %q changed the interfaces (-first +second):\n%s", doc, d)
+		}
+	})
+}
