@@ -1,0 +1,400 @@
+package imds
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/vnetcni/vnetcni/internal/nic"
+)
+
+var equateNetip = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
+
+// sampleDoc is the exact IMDS answer DESIGN.md quotes.
+const sampleDoc = `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4","publicIpAddress":""}],"subnet":[{"address":"10.0.0.0","prefix":"24"}]},"ipv6":{"ipAddress":[]}}]}`
+
+func mustMAC(t testing.TB, s string) net.HardwareAddr {
+	t.Helper()
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		t.Fatalf("net.ParseMAC(%q): %v", s, err)
+	}
+	return m
+}
+
+// iface builds an interface with one subnet whose first address is primary.
+func iface(t testing.TB, mac string, primary bool, prefix string, addrs ...string) nic.Interface {
+	t.Helper()
+	s := nic.Subnet{Prefix: netip.MustParsePrefix(prefix)}
+	for i, a := range addrs {
+		s.Addresses = append(s.Addresses, nic.Address{IP: netip.MustParseAddr(a), IsPrimary: i == 0})
+	}
+	return nic.Interface{MAC: mustMAC(t, mac), IsPrimary: primary, Subnets: []nic.Subnet{s}}
+}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		doc     string
+		want    []nic.Interface
+		wantErr string
+	}{
+		{
+			name: "DESIGN.md sample",
+			doc:  sampleDoc,
+			want: []nic.Interface{iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")},
+		},
+		{
+			name: "two NICs: the first is primary, the first address of each is primary",
+			doc: `{"interface":[
+				{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4"},{"privateIpAddress":"10.0.0.5","publicIpAddress":"20.1.2.3"},{"privateIpAddress":"10.0.0.6"}],"subnet":[{"address":"10.0.0.0","prefix":"24"}]}},
+				{"macAddress":"000D3AF806ED","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.1.4"}],"subnet":[{"address":"10.0.1.0","prefix":"24"}]}}
+			]}`,
+			want: []nic.Interface{
+				iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.5", "10.0.0.6"),
+				iface(t, "00:0d:3a:f8:06:ed", false, "10.0.1.0/24", "10.0.1.4"),
+			},
+		},
+		{
+			name: "subnet address not masked, IPv6 addresses ignored, only the first subnet used",
+			doc: `{"interface":[{"macAddress":"00-0d-3a-f8-06-ec","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4"}],"subnet":[{"address":"10.0.0.77","prefix":"24"},{"address":"10.9.0.0","prefix":"16"}]},"ipv6":{"ipAddress":[{"privateIpAddress":"fd00::4"}]}}]}`,
+			want: []nic.Interface{iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")},
+		},
+		{
+			name: "NIC without IPv4",
+			doc:  `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[],"subnet":[]}}]}`,
+			want: []nic.Interface{{MAC: mustMAC(t, "00:0d:3a:f8:06:ec"), IsPrimary: true}},
+		},
+		{name: "no interfaces", doc: `{"interface":[]}`, want: nil},
+		{name: "unknown fields ignored", doc: `{"interface":[],"compute":{"vmId":"x"}}`, want: nil},
+		{name: "empty", doc: ``, wantErr: "decode IMDS network document: unexpected end of JSON input"},
+		{name: "not JSON", doc: `<Interfaces/>`, wantErr: "decode IMDS network document"},
+		{name: "wrong type", doc: `{"interface":{}}`, wantErr: "decode IMDS network document"},
+		{name: "bad MAC", doc: `{"interface":[{"macAddress":"000D3AF806"}]}`, wantErr: `interface 0: parse MAC "000D3AF806"`},
+		{name: "bad MAC in second NIC", doc: `{"interface":[{"macAddress":"000D3AF806EC"},{"macAddress":"x"}]}`, wantErr: `interface 1: parse MAC "x"`},
+		{name: "addresses without subnet", doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4"}]}}]}`, wantErr: "addresses but no subnet"},
+		{name: "prefix not a number", doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"subnet":[{"address":"10.0.0.0","prefix":"x"}]}}]}`, wantErr: `subnet prefix "x"`},
+		{name: "prefix too long", doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"subnet":[{"address":"10.0.0.0","prefix":"33"}]}}]}`, wantErr: "subnet 10.0.0.0/33 is not a prefix"},
+		{name: "prefix negative", doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"subnet":[{"address":"10.0.0.0","prefix":"-1"}]}}]}`, wantErr: "subnet 10.0.0.0/-1 is not a prefix"},
+		{name: "subnet address bad", doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"subnet":[{"address":"10.0.0","prefix":"24"}]}}]}`, wantErr: `subnet address "10.0.0"`},
+		{name: "address bad", doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":""}],"subnet":[{"address":"10.0.0.0","prefix":"24"}]}}]}`, wantErr: `address ""`},
+		{name: "address outside subnet", doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.1.4"}],"subnet":[{"address":"10.0.0.0","prefix":"24"}]}}]}`, wantErr: "address 10.0.1.4 outside subnet 10.0.0.0/24"},
+		{name: "address twice", doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4"},{"privateIpAddress":"10.0.0.4"}],"subnet":[{"address":"10.0.0.0","prefix":"24"}]}}]}`, wantErr: "address 10.0.0.4 listed twice"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse([]byte(tt.doc))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Parse(%s) = %v, %v; want error containing %q", tt.doc, got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse(%s): %v", tt.doc, err)
+			}
+			if d := cmp.Diff(tt.want, got, equateNetip); d != "" {
+				t.Errorf("Parse(%s) (-want +got):\n%s", tt.doc, d)
+			}
+		})
+	}
+}
+
+func TestBuild(t *testing.T) {
+	secondary := iface(t, "00:0d:3a:f8:06:ed", false, "10.0.1.0/24", "10.0.1.4")
+	primary := nic.Interface{
+		MAC: mustMAC(t, "00:0d:3a:f8:06:ec"), IsPrimary: true,
+		Subnets: []nic.Subnet{
+			{Prefix: netip.MustParsePrefix("10.0.0.0/24"), Addresses: []nic.Address{
+				{IP: netip.MustParseAddr("10.0.0.5")},
+				{IP: netip.MustParseAddr("10.0.0.4"), IsPrimary: true},
+			}},
+			{Prefix: netip.MustParsePrefix("fd00::/64"), Addresses: []nic.Address{{IP: netip.MustParseAddr("fd00::4"), IsPrimary: true}}},
+		},
+	}
+	public := func(a netip.Addr) string {
+		if a == netip.MustParseAddr("10.0.0.4") {
+			return "20.1.2.3"
+		}
+		return ""
+	}
+	// The secondary NIC is listed first: Build puts the primary first,
+	// and its primary address first; the IPv6 subnet is left out.
+	got := Build([]nic.Interface{secondary, primary}, public)
+	b, err := json.Marshal(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"interface":[` +
+		`{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4","publicIpAddress":"20.1.2.3"},{"privateIpAddress":"10.0.0.5","publicIpAddress":""}],"subnet":[{"address":"10.0.0.0","prefix":"24"}]},"ipv6":{"ipAddress":[]}},` +
+		`{"macAddress":"000D3AF806ED","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.1.4","publicIpAddress":""}],"subnet":[{"address":"10.0.1.0","prefix":"24"}]},"ipv6":{"ipAddress":[]}}` +
+		`]}`
+	if d := cmp.Diff(want, string(b)); d != "" {
+		t.Errorf("Build: JSON (-want +got):\n%s", d)
+	}
+
+	// No public function and no subnets: empty lists, never null.
+	b, err = json.Marshal(Build([]nic.Interface{{MAC: mustMAC(t, "00:0d:3a:f8:06:ec")}}, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[],"subnet":[]},"ipv6":{"ipAddress":[]}}]}`; string(b) != want {
+		t.Errorf("Build(NIC without subnets) = %s, want %s", b, want)
+	}
+}
+
+func TestBuildParseRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []nic.Interface
+	}{
+		{name: "one NIC, one address", in: []nic.Interface{iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")}},
+		{name: "one NIC, secondaries", in: []nic.Interface{iface(t, "00:0d:3a:f8:06:ec", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5", "10.240.0.6")}},
+		{name: "three NICs", in: []nic.Interface{
+			iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.5"),
+			iface(t, "00:0d:3a:f8:06:ed", false, "10.0.1.0/24", "10.0.1.4"),
+			iface(t, "00:0d:3a:f8:06:ee", false, "10.0.2.0/26", "10.0.2.4", "10.0.2.5"),
+		}},
+		{name: "NIC without subnets", in: []nic.Interface{{MAC: mustMAC(t, "00:0d:3a:f8:06:ec"), IsPrimary: true}}},
+		{name: "no NICs", in: nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := json.Marshal(Build(tt.in, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := Parse(b)
+			if err != nil {
+				t.Fatalf("Parse(Build(%+v)): %v\ndocument: %s", tt.in, err, b)
+			}
+			if d := cmp.Diff(tt.in, got, equateNetip, cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("Parse(Build(x)) differs from x (-want +got):\n%s\ndocument: %s", d, b)
+			}
+		})
+	}
+}
+
+func TestURL(t *testing.T) {
+	tests := []struct{ base, want string }{
+		{"", "http://169.254.169.254/metadata/instance/network?api-version=2021-02-01"},
+		{"http://10.1.2.3:8080", "http://10.1.2.3:8080/metadata/instance/network?api-version=2021-02-01"},
+		{"http://10.1.2.3/", "http://10.1.2.3/metadata/instance/network?api-version=2021-02-01"},
+	}
+	for _, tt := range tests {
+		if got := URL(tt.base); got != tt.want {
+			t.Errorf("URL(%q) = %q, want %q", tt.base, got, tt.want)
+		}
+	}
+}
+
+// lab is a two-VM lookup keyed by source address.
+func lab(t testing.TB) Lookup {
+	t.Helper()
+	vms := map[netip.Addr][]nic.Interface{
+		netip.MustParseAddr("10.0.0.4"):  {iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.10")},
+		netip.MustParseAddr("10.0.0.5"):  {iface(t, "00:0d:3a:f8:06:ed", true, "10.0.0.0/24", "10.0.0.5")},
+		netip.MustParseAddr("127.0.0.1"): {iface(t, "00:0d:3a:f8:06:ef", true, "10.0.0.0/24", "10.0.0.7")},
+	}
+	return func(src netip.Addr) ([]nic.Interface, func(netip.Addr) string, bool) {
+		ifs, ok := vms[src]
+		return ifs, func(netip.Addr) string { return "" }, ok
+	}
+}
+
+func TestHandler(t *testing.T) {
+	h := Handler(lab(t))
+	const good = "http://169.254.169.254/metadata/instance/network?api-version=2021-02-01"
+	tests := []struct {
+		name       string
+		target     string
+		remote     string
+		header     http.Header
+		wantStatus int
+		wantErr    string          // the "error" member, for non-200 answers
+		want       []nic.Interface // parsed answer, for 200
+		wantNested bool            // answer nested under "network"
+	}{
+		{name: "good", target: good, remote: "10.0.0.4:5000", header: http.Header{"Metadata": {"true"}}, wantStatus: 200,
+			want: []nic.Interface{iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.10")}},
+		{name: "other VM", target: good, remote: "10.0.0.5:5000", header: http.Header{"Metadata": {"true"}}, wantStatus: 200,
+			want: []nic.Interface{iface(t, "00:0d:3a:f8:06:ed", true, "10.0.0.0/24", "10.0.0.5")}},
+		{name: "trailing slash", target: "http://169.254.169.254/metadata/instance/network/?api-version=2021-02-01", remote: "10.0.0.4:5000", header: http.Header{"Metadata": {"true"}}, wantStatus: 200,
+			want: []nic.Interface{iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.10")}},
+		{name: "instance document wraps network", target: "http://169.254.169.254/metadata/instance?api-version=2021-02-01", remote: "10.0.0.4:5000", header: http.Header{"Metadata": {"true"}}, wantStatus: 200,
+			want: []nic.Interface{iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.10")}, wantNested: true},
+		{name: "no Metadata header", target: good, remote: "10.0.0.4:5000", wantStatus: 400, wantErr: "Required metadata header not specified"},
+		{name: "Metadata: false", target: good, remote: "10.0.0.4:5000", header: http.Header{"Metadata": {"false"}}, wantStatus: 400, wantErr: "Required metadata header not specified"},
+		{name: "X-Forwarded-For", target: good, remote: "10.0.0.4:5000", header: http.Header{"Metadata": {"true"}, "X-Forwarded-For": {"10.0.0.9"}}, wantStatus: 400, wantErr: "Forwarded requests are not allowed"},
+		{name: "no api-version", target: "http://169.254.169.254/metadata/instance/network", remote: "10.0.0.4:5000", header: http.Header{"Metadata": {"true"}}, wantStatus: 400, wantErr: "api-version was not specified"},
+		{name: "empty api-version", target: "http://169.254.169.254/metadata/instance/network?api-version=", remote: "10.0.0.4:5000", header: http.Header{"Metadata": {"true"}}, wantStatus: 400, wantErr: "api-version was not specified"},
+		{name: "unknown path", target: "http://169.254.169.254/metadata/instance/compute?api-version=2021-02-01", remote: "10.0.0.4:5000", header: http.Header{"Metadata": {"true"}}, wantStatus: 404, wantErr: "Resource not found"},
+		{name: "unknown caller", target: good, remote: "10.0.0.99:5000", header: http.Header{"Metadata": {"true"}}, wantStatus: 403, wantErr: "Caller is not a known VM"},
+		{name: "unparsable caller", target: good, remote: "10.0.0.4", header: http.Header{"Metadata": {"true"}}, wantStatus: 400, wantErr: "Unparsable caller address"},
+		{name: "IPv4-mapped caller", target: good, remote: "[::ffff:10.0.0.5]:5000", header: http.Header{"Metadata": {"true"}}, wantStatus: 200,
+			want: []nic.Interface{iface(t, "00:0d:3a:f8:06:ed", true, "10.0.0.0/24", "10.0.0.5")}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, tt.target, nil)
+			req.RemoteAddr = tt.remote
+			for k, v := range tt.header {
+				req.Header[k] = v
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("GET %s from %s with %v: status %d, want %d; body %s", tt.target, tt.remote, tt.header, rec.Code, tt.wantStatus, rec.Body)
+			}
+			if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				t.Errorf("GET %s: Content-Type %q, want application/json", tt.target, ct)
+			}
+			if tt.wantStatus != http.StatusOK {
+				var e struct{ Error string }
+				if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || !strings.Contains(e.Error, tt.wantErr) {
+					t.Errorf("GET %s from %s with %v: body %s (%v), want error containing %q", tt.target, tt.remote, tt.header, rec.Body, err, tt.wantErr)
+				}
+				return
+			}
+			doc := rec.Body.Bytes()
+			if tt.wantNested {
+				var inst struct{ Network json.RawMessage }
+				if err := json.Unmarshal(doc, &inst); err != nil || len(inst.Network) == 0 {
+					t.Fatalf("GET %s: answer %s (%v), want the network document under \"network\"", tt.target, doc, err)
+				}
+				doc = inst.Network
+			}
+			got, err := Parse(doc)
+			if err != nil {
+				t.Fatalf("GET %s: Parse(answer): %v\nanswer: %s", tt.target, err, doc)
+			}
+			if d := cmp.Diff(tt.want, got, equateNetip); d != "" {
+				t.Errorf("GET %s from %s (-want +got):\n%s", tt.target, tt.remote, d)
+			}
+		})
+	}
+}
+
+func TestClient(t *testing.T) {
+	type seen struct {
+		Metadata, Forwarded, Path, APIVersion string
+	}
+	var got seen
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = seen{r.Header.Get("Metadata"), r.Header.Get("X-Forwarded-For"), r.URL.Path, r.URL.Query().Get("api-version")}
+		_, _ = w.Write([]byte(sampleDoc))
+	}))
+	t.Cleanup(srv.Close)
+
+	ifs, err := (&Client{BaseURL: srv.URL}).Interfaces(context.Background())
+	if err != nil {
+		t.Fatalf("Interfaces(): %v", err)
+	}
+	if d := cmp.Diff(seen{Metadata: "true", Path: NetworkPath, APIVersion: APIVersion}, got); d != "" {
+		t.Errorf("request the server saw (-want +got):\n%s", d)
+	}
+	want := []nic.Interface{iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")}
+	if d := cmp.Diff(want, ifs, equateNetip); d != "" {
+		t.Errorf("Interfaces() (-want +got):\n%s", d)
+	}
+}
+
+func TestClientErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc
+		wantErr string
+	}{
+		{name: "HTTP 400", handler: func(w http.ResponseWriter, r *http.Request) {
+			writeErr(w, http.StatusBadRequest, "Bad request. api-version was not specified in the request")
+		}, wantErr: "HTTP 400: {\"error\":\"Bad request. api-version"},
+		{name: "not JSON", handler: func(w http.ResponseWriter, r *http.Request) {
+			_, _ = w.Write([]byte("<html>captive portal</html>"))
+		}, wantErr: "decode IMDS network document"},
+		{name: "too large", handler: func(w http.ResponseWriter, r *http.Request) {
+			_, _ = w.Write([]byte(`{"interface":[]`))
+			_, _ = w.Write(bytes.Repeat([]byte(" "), maxDocument))
+			_, _ = w.Write([]byte(`}`))
+		}, wantErr: "answer larger than 4194304 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(tt.handler)
+			t.Cleanup(srv.Close)
+			got, err := (&Client{BaseURL: srv.URL}).Interfaces(context.Background())
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Interfaces() = %v, %v; want error containing %q", got, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestClientAgainstHandler: the client meets the handler's rules.
+func TestClientAgainstHandler(t *testing.T) {
+	srv := httptest.NewServer(Handler(lab(t)))
+	t.Cleanup(srv.Close)
+	got, err := (&Client{BaseURL: srv.URL}).Interfaces(context.Background())
+	if err != nil {
+		t.Fatalf("Interfaces(): %v", err)
+	}
+	want := []nic.Interface{iface(t, "00:0d:3a:f8:06:ef", true, "10.0.0.0/24", "10.0.0.7")}
+	if d := cmp.Diff(want, got, equateNetip); d != "" {
+		t.Errorf("Interfaces() (-want +got):\n%s", d)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(sampleDoc))
+	f.Add([]byte(`{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4"},{"privateIpAddress":"10.0.0.5"}],"subnet":[{"address":"10.0.0.0","prefix":"24"}]}},{"macAddress":"000D3AF806ED"}]}`))
+	f.Add([]byte(`{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4"}]}}]}`))
+	f.Add([]byte(`{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"subnet":[{"address":"10.0.0.0","prefix":"33"}]}}]}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		ifs, err := Parse(doc)
+		if err != nil {
+			return
+		}
+		if err := nic.Validate(ifs); err != nil {
+			t.Fatalf("Parse(%q) accepted interfaces that fail Validate: %v", doc, err)
+		}
+		for k, i := range ifs {
+			if i.IsPrimary != (k == 0) {
+				t.Fatalf("Parse(%q): interface %d IsPrimary = %v; only the first is primary", doc, k, i.IsPrimary)
+			}
+			if len(i.Subnets) > 1 {
+				t.Fatalf("Parse(%q): interface %d has %d subnets, want at most 1", doc, k, len(i.Subnets))
+			}
+		}
+		// Build serves only IPv4 subnets; everything else must survive a
+		// round trip unchanged.
+		want := make([]nic.Interface, len(ifs))
+		for k, i := range ifs {
+			want[k] = nic.Interface{MAC: i.MAC, IsPrimary: i.IsPrimary}
+			for _, s := range i.Subnets {
+				if s.Prefix.Addr().Is4() {
+					want[k].Subnets = append(want[k].Subnets, s)
+				}
+			}
+		}
+		b, err := json.Marshal(Build(ifs, nil))
+		if err != nil {
+			t.Fatalf("json.Marshal(Build(Parse(%q))): %v", doc, err)
+		}
+		again, err := Parse(b)
+		if err != nil {
+			t.Fatalf("Parse(Build(Parse(%q))): %v\nbuilt: %s", doc, err, b)
+		}
+		if d := cmp.Diff(want, again, equateNetip, cmpopts.EquateEmpty()); d != "" {
+			t.Fatalf("round trip of %q changed the interfaces (-want +got):\n%s", doc, d)
+		}
+	})
+}
