@@ -66,7 +66,7 @@ func TestParse(t *testing.T) {
 		},
 		{
 			name: "subnet address not masked, IPv6 addresses ignored, only the first subnet used",
-			doc: `{"interface":[{"macAddress":"00-0d-3a-f8-06-ec","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4"}],"subnet":[{"address":"10.0.0.77","prefix":"24"},{"address":"10.9.0.0","prefix":"16"}]},"ipv6":{"ipAddress":[{"privateIpAddress":"fd00::4"}]}}]}`,
+			doc:  `{"interface":[{"macAddress":"00-0d-3a-f8-06-ec","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4"}],"subnet":[{"address":"10.0.0.77","prefix":"24"},{"address":"10.9.0.0","prefix":"16"}]},"ipv6":{"ipAddress":[{"privateIpAddress":"fd00::4"}]}}]}`,
 			want: []nic.Interface{iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")},
 		},
 		{
