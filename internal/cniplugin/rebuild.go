@@ -1,7 +1,9 @@
 package cniplugin
 
 import (
+	"errors"
 	"fmt"
+	"os"
 
 	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/ipam"
@@ -40,6 +42,8 @@ func (n *node) rebuild(cause error) (*store.State, error) {
 			HostIfName: a.HostIfName, PodMAC: a.PodMAC.String(), IP: a.IP, Gateway: gw, Created: now,
 		}
 	}
-	n.p.Log.Warn("rebuilt state from the kernel", "cause", cause, "endpoints", len(st.Endpoints))
+	if len(st.Endpoints) > 0 || !errors.Is(cause, os.ErrNotExist) {
+		n.p.Log.Warn("rebuilt state from the kernel", "cause", cause, "endpoints", len(st.Endpoints))
+	}
 	return st, nil
 }

@@ -102,9 +102,6 @@ func (b Bridge) Ensure(h *netlink.Handle, saved *store.LinkConfig, persist func(
 			return fmt.Errorf("set bridge %s MAC: %w", b.Name, err)
 		}
 	}
-	if err := h.LinkSetUp(br); err != nil {
-		return fmt.Errorf("bring up bridge %s: %w", b.Name, err)
-	}
 
 	mcfg, err := snapshot(h, master)
 	if err != nil {
@@ -120,6 +117,9 @@ func (b Bridge) Ensure(h *netlink.Handle, saved *store.LinkConfig, persist func(
 	case len(mcfg.Addrs) > 0:
 		move = mcfg
 	case enslaved && len(bcfg.Addrs) > 0:
+		if err := h.LinkSetUp(br); err != nil {
+			return fmt.Errorf("bring up bridge %s: %w", b.Name, err)
+		}
 		return nil // already complete
 	case saved != nil && len(saved.Addrs) > 0:
 		move = saved
@@ -165,6 +165,11 @@ func (b Bridge) Ensure(h *netlink.Handle, saved *store.LinkConfig, persist func(
 			return fmt.Errorf("add %s to bridge %s: %w", a, b.Name, err)
 		}
 		undo = append(undo, func() { _ = h.AddrDel(br, toAddr(a)) })
+	}
+	// Up only once it has the addresses: a bridge that comes up without one
+	// sends IGMP reports from 0.0.0.0, which the fabric drops as spoofed.
+	if err := h.LinkSetUp(br); err != nil {
+		return fmt.Errorf("bring up bridge %s: %w", b.Name, err)
 	}
 	if err := h.LinkSetUp(master); err != nil {
 		return fmt.Errorf("bring up %s: %w", b.Master, err)

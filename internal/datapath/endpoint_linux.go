@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -119,10 +120,8 @@ func (h *Host) Add(ep *Endpoint, r Rules) (err error) {
 	}
 	la := netlink.NewLinkAttrs()
 	la.Name = ep.HostIf
-	la.Alias = ep.Attachment.Alias()
 	la.MTU = ep.MTU
 	la.Flags = net.FlagUp
-	la.MasterIndex = masterIdx
 	// Chosen by the caller rather than the kernel so it can be recorded
 	// before the veth exists.
 	switch {
@@ -149,6 +148,11 @@ func (h *Host) Add(ep *Endpoint, r Rules) (err error) {
 	// LinkAdd filled in the index; the MAC is the one asked for.
 	var host netlink.Link = veth
 	ep.HostMAC = la.HardwareAddr
+	// The kernel ignores an alias given at creation; set it, and the
+	// bridge, in one request.
+	if err := setMasterAndAlias(host.Attrs().Index, masterIdx, ep.Attachment.Alias()); err != nil {
+		return fmt.Errorf("configure %s: %w", ep.HostIf, err)
+	}
 
 	if err := configurePod(ph, ep); err != nil {
 		return err
@@ -335,4 +339,20 @@ func (h *Host) Attachments() ([]Attachment, error) {
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// setMasterAndAlias sets a link's master (when not 0) and alias in one
+// RTM_SETLINK, in the calling thread's namespace.
+// Equivalent to: ip link set IF master BR alias ALIAS.
+func setMasterAndAlias(index, master int, alias string) error {
+	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(index)
+	req.AddData(msg)
+	if master != 0 {
+		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(master))))
+	}
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFALIAS, []byte(alias)))
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
 }

@@ -64,7 +64,6 @@ type tables struct {
 	pods     *nftables.Set // ipv4_addr : ether_addr
 	podMACs  *nftables.Set // ifname . ether_addr
 	brPodIPs *nftables.Set // ifname . ipv4_addr
-	brNomasq *nftables.Set
 	// ip family
 	podsL3   *nftables.Set // ifname . ipv4_addr (transparent mode)
 	ipNomasq *nftables.Set
@@ -80,7 +79,6 @@ func (r Rules) tables() *tables {
 		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr)}
 	t.brPodIPs = &nftables.Set{Table: t.br, Name: "pod-ips", Concatenation: true,
 		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)}
-	t.brNomasq = &nftables.Set{Table: t.br, Name: "nomasq", Interval: true, KeyType: nftables.TypeIPAddr}
 	t.podsL3 = &nftables.Set{Table: t.ip, Name: "pod-ips", Concatenation: true,
 		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)}
 	t.ipNomasq = &nftables.Set{Table: t.ip, Name: "nomasq", Interval: true, KeyType: nftables.TypeIPAddr}
@@ -127,7 +125,7 @@ func (r Rules) Program(c *nftables.Conn, resync bool, pods []PodElem) error {
 	}
 
 	if r.Mode == ModeBridge {
-		if err := r.programBridge(c, t, nomasq); err != nil {
+		if err := r.programBridge(c, t); err != nil {
 			return err
 		}
 	}
@@ -151,21 +149,17 @@ func (r Rules) Program(c *nftables.Conn, resync bool, pods []PodElem) error {
 	return nil
 }
 
-func (r Rules) programBridge(c *nftables.Conn, t *tables, nomasq []nftables.SetElement) error {
+func (r Rules) programBridge(c *nftables.Conn, t *tables) error {
 	c.AddTable(t.br)
 	pre := c.AddChain(&nftables.Chain{Table: t.br, Name: "prerouting", Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: priority(-300)})
 	post := c.AddChain(&nftables.Chain{Table: t.br, Name: "postrouting", Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPostrouting, Priority: priority(300)})
 	c.FlushTable(t.br)
-	for _, s := range []*nftables.Set{t.pods, t.podMACs, t.brPodIPs, t.brNomasq} {
+	for _, s := range []*nftables.Set{t.pods, t.podMACs, t.brPodIPs} {
 		if err := c.AddSet(s, nil); err != nil {
 			return fmt.Errorf("program %s: %w", TableName(r.Network), err)
 		}
-	}
-	c.FlushSet(t.brNomasq)
-	if err := c.SetAddElements(t.brNomasq, nomasq); err != nil {
-		return fmt.Errorf("program %s: %w", TableName(r.Network), err)
 	}
 	fromNIC := nft.IIFName(r.Master, true)
 	fromPod := nft.IIFName(HostIfPrefix+"*", true)
@@ -189,12 +183,12 @@ func (r Rules) programBridge(c *nftables.Conn, t *tables, nomasq []nftables.SetE
 		nft.InConcat(t.podMACs, false, nft.KeyIIFName, nft.KeyARPSenderMAC), nft.Counter(), nft.Drop()))
 	c.AddRule(nft.Rule(pre, fromPod, nft.EtherType(nft.EtherTypeARP),
 		nft.InConcat(t.brPodIPs, false, nft.KeyIIFName, nft.KeyARPSenderIP), nft.Counter(), nft.Drop()))
-	if r.SNAT {
-		// Traffic leaving the VNet must be masqueraded: hand it to the
-		// node's IP stack instead of bridging it to the NIC.
-		c.AddRule(nft.Rule(pre, fromPod, nft.EtherType(nft.EtherTypeIPv4), nft.In(nft.IPDaddr, t.brNomasq, false),
-			nft.SetMAC(nft.EtherDaddr, r.NICMAC), nft.SetPktTypeHost()))
-	}
+	// Everything a pod sends off the node goes through the node's IP
+	// stack, as if the bridge were a router: masquerading, kube-proxy and
+	// portmap NAT see it and its replies, and it leaves with the NIC's
+	// MAC. Only pod-to-pod traffic on the node stays on the bridge.
+	c.AddRule(nft.Rule(pre, fromPod, nft.PktType(unix.PACKET_OTHERHOST), nft.EtherType(nft.EtherTypeIPv4),
+		nft.In(nft.IPDaddr, t.pods, false), nft.SetMAC(nft.EtherDaddr, r.NICMAC), nft.SetPktTypeHost()))
 
 	// ARP for the node's and the pods' own addresses is answered on the
 	// bridge; never ask the fabric.
@@ -310,7 +304,11 @@ func orZeroMAC(m net.HardwareAddr) net.HardwareAddr {
 	return m
 }
 
-func isNotFound(err error) bool { return errors.Is(err, unix.ENOENT) }
+// isNotFound reports ENOENT from nftables; google/nftables formats some
+// netlink errors with %v, so the errno survives only as text.
+func isNotFound(err error) bool {
+	return err != nil && (errors.Is(err, unix.ENOENT) || strings.HasSuffix(err.Error(), unix.ENOENT.Error()))
+}
 
 // Present reports whether the network's tables exist.
 func (r Rules) Present(c *nftables.Conn) bool {
@@ -362,6 +360,9 @@ func (r Rules) Pods(c *nftables.Conn) ([]PodElem, error) {
 	var out []PodElem
 	if r.Mode == ModeBridge {
 		elems, err := c.GetSetElements(t.pods)
+		if isNotFound(err) {
+			return nil, nil
+		}
 		if err != nil {
 			return nil, fmt.Errorf("list %s pods: %w", TableName(r.Network), err)
 		}
@@ -372,6 +373,9 @@ func (r Rules) Pods(c *nftables.Conn) ([]PodElem, error) {
 		return out, nil
 	}
 	elems, err := c.GetSetElements(t.podsL3)
+	if isNotFound(err) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list %s pod sources: %w", TableName(r.Network), err)
 	}

@@ -256,6 +256,12 @@ func SetMACFromMap(dst Field, key Field, m *nftables.Set) []expr.Any {
 	}
 }
 
+// PktType matches the packet type (unix.PACKET_HOST, PACKET_OTHERHOST...).
+// Equivalent to: meta pkttype otherhost.
+func PktType(t byte) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyPKTTYPE, Register: reg1}, cmp(expr.CmpOpEq, reg1, []byte{t})}
+}
+
 // SetPktTypeHost marks the packet as addressed to this host, so a bridge
 // hands it to the local IP stack. Equivalent to: meta pkttype set host.
 func SetPktTypeHost() []expr.Any {

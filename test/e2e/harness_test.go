@@ -1,0 +1,417 @@
+// Package e2e drives the real azure-vnet and azure-vnet-ipam binaries
+// through libcni, as container runtimes do, on an emulated Azure VNet
+// (internal/fabric) built from network namespaces.
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+
+	"github.com/vnetcni/vnetcni/internal/cnirunner"
+	"github.com/vnetcni/vnetcni/internal/datapath"
+	"github.com/vnetcni/vnetcni/internal/fabric"
+	"github.com/vnetcni/vnetcni/internal/netns"
+	"github.com/vnetcni/vnetcni/internal/probe"
+	"github.com/vnetcni/vnetcni/internal/store"
+)
+
+// binDir holds the plugins under test plus portmap and loopback.
+var binDir string
+
+// EnvBinDir names a directory with prebuilt binaries (make test sets it);
+// otherwise TestMain builds them.
+const EnvBinDir = "VNETCNI_BIN_DIR"
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Println("e2e: skipped: these tests need root for network namespaces")
+		os.Exit(0)
+	}
+	binDir = os.Getenv(EnvBinDir)
+	cleanup := func() {}
+	if binDir == "" {
+		dir, err := os.MkdirTemp("", "vnetcni-e2e-bin-")
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+		if err := BuildBinaries(dir); err != nil {
+			fmt.Println(err)
+			cleanup()
+			os.Exit(1)
+		}
+		binDir = dir
+	}
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
+
+// BuildBinaries builds the plugins and the reference plugins they chain.
+func BuildBinaries(dir string) error {
+	root, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return fmt.Errorf("find module root: %w", err)
+	}
+	cmd := exec.Command("go", "build", "-o", dir+"/",
+		"./cmd/azure-vnet", "./cmd/azure-vnet-ipam",
+		"github.com/containernetworking/plugins/plugins/meta/portmap",
+		"github.com/containernetworking/plugins/plugins/main/loopback")
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build plugins: %v\n%s", err, out)
+	}
+	return nil
+}
+
+func randHex(n int) string {
+	b := make([]byte, (n+1)/2)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)[:n]
+}
+
+// seedConflist is the sample network configuration of the seed documents.
+func seedConflist(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../../conf/10-azure.conflist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// conflist is the seed's conflist with the CNI version and mode replaced
+// and extra fields set on azure-vnet's entry.
+func conflist(t *testing.T, cniVersion, mode string, extra map[string]any) []byte {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(seedConflist(t), &m); err != nil {
+		t.Fatal(err)
+	}
+	m["cniVersion"] = cniVersion
+	p := m["plugins"].([]any)[0].(map[string]any)
+	p["mode"] = mode
+	for k, v := range extra {
+		p[k] = v
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+type cluster struct {
+	t   *testing.T
+	f   *fabric.Fabric
+	svc *fabric.Services
+	vms []*vm
+}
+
+type vm struct {
+	c      *cluster
+	spec   fabric.VMSpec
+	ns     string // network namespace name
+	dir    string
+	runner *cnirunner.Runner
+	list   *libcni.NetworkConfigList
+}
+
+type clusterOpts struct {
+	vms         int
+	secondaries int
+	conflist    []byte
+}
+
+var subnet = netip.MustParsePrefix("10.0.0.0/24")
+
+// newCluster builds a fabric with VMs, serves the wireserver and IMDS, and
+// gives each VM its own CNI directories with the conflist.
+func newCluster(t *testing.T, o clusterOpts) *cluster {
+	t.Helper()
+	name := "vte" + randHex(5)
+	if n := os.Getenv("VNETCNI_E2E_NAME"); n != "" {
+		name = n
+	}
+	spec := fabric.Spec{Name: name, VNet: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}, Subnets: []netip.Prefix{subnet}}
+	for i := 0; i < o.vms; i++ {
+		v := fabric.VMSpec{
+			Name:      fmt.Sprintf("vm%d", i+1),
+			MAC:       fabric.HardwareAddr{0x00, 0x0d, 0x3a, 0x00, 0x00, byte(i + 1)},
+			Subnet:    subnet,
+			PrimaryIP: netip.AddrFrom4([4]byte{10, 0, 0, byte(4 + i)}),
+			PublicIP:  netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)}),
+		}
+		for k := 0; k < o.secondaries; k++ {
+			v.SecondaryIPs = append(v.SecondaryIPs, netip.AddrFrom4([4]byte{10, 0, 0, byte(10*(i+1) + k)}))
+		}
+		spec.VMs = append(spec.VMs, v)
+	}
+	f, err := fabric.Build(spec)
+	if err != nil {
+		_ = fabric.Destroy(spec)
+		t.Fatalf("build fabric: %v", err)
+	}
+	c := &cluster{t: t, f: f}
+	t.Cleanup(func() {
+		if err := fabric.Destroy(spec); err != nil {
+			t.Errorf("destroy fabric: %v", err)
+		}
+	})
+	svc, err := f.Serve()
+	if err != nil {
+		t.Fatalf("serve fabric: %v", err)
+	}
+	c.svc = svc
+	t.Cleanup(func() { _ = svc.Close() })
+	for _, v := range spec.VMs {
+		dir := t.TempDir()
+		list, err := libcni.ConfListFromBytes(o.conflist)
+		if err != nil {
+			t.Fatalf("parse conflist: %v", err)
+		}
+		m := &vm{c: c, spec: v, ns: f.VMNetNS(v.Name), dir: dir, list: list}
+		m.runner = &cnirunner.Runner{
+			NetNS:    netns.Path(m.ns),
+			BinDirs:  []string{binDir},
+			CacheDir: filepath.Join(dir, "cache"),
+			Env: []string{
+				store.EnvDir + "=" + filepath.Join(dir, "state"),
+				"AZURE_VNET_LOG_FILE=" + filepath.Join(dir, "azure-vnet.log"),
+			},
+		}
+		c.vms = append(c.vms, m)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, m := range c.vms {
+				if b, err := os.ReadFile(filepath.Join(m.dir, "azure-vnet.log")); err == nil {
+					t.Logf("%s plugin log:\n%s", m.spec.Name, lastLines(string(b), 30))
+				}
+			}
+		}
+	})
+	return c
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
+
+type pod struct {
+	vm     *vm
+	name   string
+	ns     string
+	cni    cnirunner.Pod
+	ip     netip.Addr
+	result *current.Result
+}
+
+// newPodNS creates a pod's network namespace, removed at cleanup.
+func (m *vm) newPodNS(t *testing.T, name string) string {
+	t.Helper()
+	ns := m.c.f.Name() + "-" + m.spec.Name + "-" + name
+	if err := netns.Create(ns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = netns.Delete(ns) })
+	return ns
+}
+
+// addPod creates a pod namespace and ADDs it through libcni.
+func (m *vm) addPod(t *testing.T, name string) *pod {
+	t.Helper()
+	p, err := m.tryAddPod(t, name)
+	if err != nil {
+		t.Fatalf("ADD %s on %s: %v", name, m.spec.Name, err)
+	}
+	return p
+}
+
+func (m *vm) tryAddPod(t *testing.T, name string) (*pod, error) {
+	t.Helper()
+	ns := m.newPodNS(t, name)
+	p := &pod{vm: m, name: name, ns: ns, cni: cnirunner.Pod{
+		ContainerID: "ctr-" + m.spec.Name + "-" + name, NetNS: netns.Path(ns), IfName: "eth0",
+		Namespace: "default", Name: name,
+	}}
+	res, err := m.runner.Add(context.Background(), m.list, p.cni)
+	if err != nil {
+		return p, err
+	}
+	r, err := current.NewResultFromResult(res)
+	if err != nil {
+		t.Fatalf("convert result: %v", err)
+	}
+	p.result = r
+	if len(r.IPs) != 1 {
+		t.Fatalf("ADD %s: result has %d IPs, want 1: %+v", name, len(r.IPs), r)
+	}
+	p.ip, _ = netip.AddrFromSlice(r.IPs[0].Address.IP.To4())
+	return p, nil
+}
+
+func (p *pod) del(t *testing.T) {
+	t.Helper()
+	if err := p.vm.runner.Del(context.Background(), p.vm.list, p.cni); err != nil {
+		t.Fatalf("DEL %s: %v", p.name, err)
+	}
+}
+
+const probeTimeout = 2 * time.Second
+
+func mustPing(t *testing.T, from string, dst netip.Addr) {
+	t.Helper()
+	if err := probe.Ping(from, dst, probeTimeout); err != nil {
+		t.Errorf("ping %s from %s: %v", dst, from, err)
+	}
+}
+
+func mustNotPing(t *testing.T, from string, dst netip.Addr) {
+	t.Helper()
+	if err := probe.Ping(from, dst, 500*time.Millisecond); err == nil {
+		t.Errorf("ping %s from %s succeeded, want it dropped", dst, from)
+	}
+}
+
+// echoServer listens on port in a namespace and echoes; closed at cleanup.
+func echoServer(t *testing.T, ns string, ip netip.Addr, port uint16) {
+	t.Helper()
+	l, err := probe.ListenTCP(ns, netip.AddrPortFrom(ip, port))
+	if err != nil {
+		t.Fatalf("listen in %s: %v", ns, err)
+	}
+	go func() { _ = probe.ServeEcho(l) }()
+	t.Cleanup(func() { l.Close() })
+}
+
+func mustTCP(t *testing.T, from string, dst netip.AddrPort) {
+	t.Helper()
+	if err := probe.TCPConnect(from, dst, probeTimeout); err != nil {
+		t.Errorf("TCP %s from %s: %v", dst, from, err)
+	}
+}
+
+// vmKernel reads what the VM's kernel holds for the plugin.
+func (m *vm) vethCount(t *testing.T) int {
+	t.Helper()
+	h := m.netlink(t)
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Name, datapath.HostIfPrefix) {
+			n++
+		}
+	}
+	return n
+}
+
+func (m *vm) netlink(t *testing.T) *netlink.Handle {
+	t.Helper()
+	nsh, err := vnetns.GetFromName(m.ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsh.Close()
+	h, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (m *vm) nft(t *testing.T) *nftables.Conn {
+	t.Helper()
+	f, err := os.Open(netns.Path(m.ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// podElems lists the pod elements in the VM's nftables tables.
+func (m *vm) podElems(t *testing.T, mode string) []datapath.PodElem {
+	t.Helper()
+	r := datapath.Rules{Network: m.list.Name, Mode: mode}
+	elems, err := r.Pods(m.nft(t))
+	if err != nil {
+		t.Fatalf("list pod elements in %s: %v", m.ns, err)
+	}
+	return elems
+}
+
+func (m *vm) state(t *testing.T) *store.State {
+	t.Helper()
+	st, err := store.New(filepath.Join(m.dir, "state")).Read()
+	if err != nil {
+		t.Fatalf("read %s state: %v", m.spec.Name, err)
+	}
+	return st
+}
+
+// assertClean checks the VM holds no veth, no pod element and no allocation.
+func (m *vm) assertClean(t *testing.T, mode string) {
+	t.Helper()
+	if n := m.vethCount(t); n != 0 {
+		t.Errorf("%s: %d host veths left, want 0", m.spec.Name, n)
+	}
+	if e := m.podElems(t, mode); len(e) != 0 {
+		t.Errorf("%s: nftables pod elements left: %v", m.spec.Name, e)
+	}
+	st := m.state(t)
+	if len(st.Allocations) != 0 || len(st.Endpoints) != 0 {
+		t.Errorf("%s: state left %d allocations, %d endpoints", m.spec.Name, len(st.Allocations), len(st.Endpoints))
+	}
+}
+
+func (m *vm) inPool(ip netip.Addr) bool {
+	for _, a := range m.spec.SecondaryIPs {
+		if a == ip {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *cluster) assertNoDrops(t *testing.T) {
+	t.Helper()
+	cnt, _, err := c.f.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for vm, pc := range cnt {
+		if pc.BadMAC != 0 || pc.BadIP != 0 {
+			t.Errorf("fabric port of %s dropped legitimate traffic: %+v", vm, pc)
+		}
+	}
+}
