@@ -163,7 +163,9 @@ func decode(b []byte, c *NetConf) error {
 	if err := json.Unmarshal(b, c); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			field := te.Field
+			// Since Go 1.24 the path starts with the Go name of an
+			// embedded struct ("PluginConf.name"); the user wrote "name".
+			field := strings.TrimPrefix(te.Field, "PluginConf.")
 			if field == "" {
 				field = "(top level)"
 			}
