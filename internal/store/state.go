@@ -169,7 +169,7 @@ func (st *State) Validate() error {
 		a, ok := st.Allocations[e.IP.Addr().String()]
 		if !ok {
 			errs = append(errs, fmt.Errorf("endpoint %s uses %s, which is not allocated", k, e.IP.Addr()))
-		} else if a.ContainerID != e.ContainerID || a.IfName != e.IfName {
+		} else if a != nil && (a.ContainerID != e.ContainerID || a.IfName != e.IfName) { // a null allocation is reported above
 			errs = append(errs, fmt.Errorf("endpoint %s uses %s, which is allocated to %s", k, e.IP.Addr(), EndpointKey(a.ContainerID, a.IfName)))
 		}
 	}
