@@ -35,5 +35,13 @@ unit:
 e2e: build
 	VNETCNI_BIN_DIR=$(BIN) go test -count=1 -v ./test/e2e
 
+# The main job: the seed's example cluster on an emulated Azure VNet, pods
+# on every VM, the connectivity matrix. MODE=transparent for the other mode.
+demo: build
+	@./scripts/demo.sh
+
+lab-down:
+	$(BIN)/vnetctl lab down
+
 clean:
 	rm -rf $(BIN) dist

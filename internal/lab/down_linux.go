@@ -1,0 +1,84 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/vnetcni/vnetcni/internal/fabric"
+	"github.com/vnetcni/vnetcni/internal/netns"
+)
+
+// Down removes everything a lab made: its daemon, every namespace whose
+// name starts with "<name>-" (fabric, internet, VMs, pods — and with them
+// every link, route and rule inside), and its run directory. It works on a
+// half-built or crashed lab and does nothing for one that is gone.
+func Down(name string) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	var errs []error
+	l, err := Load(name)
+	if err == nil {
+		if pid, ok := l.daemonPID(); ok {
+			if err := stopProcess(pid); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := fabric.Destroy(l.Spec); err != nil {
+			errs = append(errs, err)
+		}
+	} else if !errors.Is(err, ErrNoLab) {
+		// An unreadable description must not keep the rest from going.
+		errs = append(errs, err)
+	}
+	left, err := netns.List(name + "-")
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, ns := range left {
+		if err := netns.Delete(ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.RemoveAll(Dir(name)); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// stopProcess ends the daemon: SIGTERM, then SIGKILL after 5 s.
+func stopProcess(pid int) error {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return nil
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		return nil // already gone
+	}
+	for i := 0; i < 50; i++ {
+		if err := p.Signal(syscall.Signal(0)); err != nil {
+			return nil
+		}
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && isZombie(st) {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := p.Signal(syscall.SIGKILL); err != nil {
+		return nil
+	}
+	return nil
+}
+
+func isZombie(stat []byte) bool {
+	// pid (comm) S ...: the state follows the last ')'.
+	for i := len(stat) - 1; i >= 0; i-- {
+		if stat[i] == ')' {
+			return i+2 < len(stat) && stat[i+2] == 'Z'
+		}
+	}
+	return false
+}
