@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,56 +28,26 @@ import (
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/probe"
 	"github.com/vnetcni/vnetcni/internal/store"
+	"github.com/vnetcni/vnetcni/internal/testbin"
 )
 
 // binDir holds the plugins under test plus portmap and loopback.
 var binDir string
-
-// EnvBinDir names a directory with prebuilt binaries (make test sets it);
-// otherwise TestMain builds them.
-const EnvBinDir = "VNETCNI_BIN_DIR"
 
 func TestMain(m *testing.M) {
 	if os.Geteuid() != 0 {
 		fmt.Println("e2e: skipped: these tests need root for network namespaces")
 		os.Exit(0)
 	}
-	binDir = os.Getenv(EnvBinDir)
-	cleanup := func() {}
-	if binDir == "" {
-		dir, err := os.MkdirTemp("", "vnetcni-e2e-bin-")
-		if err != nil {
-			fmt.Println(err)
-			os.Exit(1)
-		}
-		cleanup = func() { os.RemoveAll(dir) }
-		if err := BuildBinaries(dir); err != nil {
-			fmt.Println(err)
-			cleanup()
-			os.Exit(1)
-		}
-		binDir = dir
+	dir, cleanup, err := testbin.Dir()
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(1)
 	}
+	binDir = dir
 	code := m.Run()
 	cleanup()
 	os.Exit(code)
-}
-
-// BuildBinaries builds the plugins and the reference plugins they chain.
-func BuildBinaries(dir string) error {
-	root, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return fmt.Errorf("find module root: %w", err)
-	}
-	cmd := exec.Command("go", "build", "-o", dir+"/",
-		"./cmd/azure-vnet", "./cmd/azure-vnet-ipam",
-		"github.com/containernetworking/plugins/plugins/meta/portmap",
-		"github.com/containernetworking/plugins/plugins/main/loopback")
-	cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build plugins: %v\n%s", err, out)
-	}
-	return nil
 }
 
 func randHex(n int) string {

@@ -1,0 +1,52 @@
+// Package testbin provides the built binaries — the plugins, vnetctl, and
+// the reference plugins they chain — to tests that run them for real.
+package testbin
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// EnvDir names a directory with prebuilt binaries (make test sets it to bin/).
+const EnvDir = "VNETCNI_BIN_DIR"
+
+// Packages are what Build builds.
+var Packages = []string{
+	"./cmd/azure-vnet", "./cmd/azure-vnet-ipam", "./cmd/vnetctl",
+	"github.com/containernetworking/plugins/plugins/meta/portmap",
+	"github.com/containernetworking/plugins/plugins/main/loopback",
+}
+
+// Dir returns $VNETCNI_BIN_DIR, or builds the binaries into a temporary
+// directory that cleanup removes.
+func Dir() (dir string, cleanup func(), err error) {
+	if d := os.Getenv(EnvDir); d != "" {
+		return d, func() {}, nil
+	}
+	d, err := os.MkdirTemp("", "vnetcni-bin-")
+	if err != nil {
+		return "", nil, err
+	}
+	if err := Build(d); err != nil {
+		os.RemoveAll(d)
+		return "", nil, err
+	}
+	return d, func() { os.RemoveAll(d) }, nil
+}
+
+// Build builds Packages into dir.
+func Build(dir string) error {
+	root, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return fmt.Errorf("find module root: %w", err)
+	}
+	cmd := exec.Command("go", append([]string{"build", "-o", dir + "/"}, Packages...)...)
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build binaries: %v\n%s", err, out)
+	}
+	return nil
+}
