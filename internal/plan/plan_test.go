@@ -115,7 +115,10 @@ func TestInvalid(t *testing.T) {
 		{"max pods above 250", func(m map[string]any) { kc(m)["kubeletConfig"] = map[string]any{"--max-pods": "251"} }, "", "--max-pods", "between 1 and 250"},
 		{"max pods zero", func(m map[string]any) { kc(m)["kubeletConfig"] = map[string]any{"--max-pods": "0"} }, "", "--max-pods", "between 1 and 250"},
 		{"max pods not a number", func(m map[string]any) { kc(m)["kubeletConfig"] = map[string]any{"--max-pods": "lots"} }, "", "--max-pods", "not a number"},
-		{"subnet too small for the pods", func(m map[string]any) { kc(m)["clusterSubnet"] = "10.0.1.0/26"; master(m)["firstConsecutiveStaticIP"] = "10.0.1.10" }, "", "clusterSubnet", "need 93"},
+		{"subnet too small for the pods", func(m map[string]any) {
+			kc(m)["clusterSubnet"] = "10.0.1.0/26"
+			master(m)["firstConsecutiveStaticIP"] = "10.0.1.10"
+		}, "", "clusterSubnet", "need 93"},
 		{"more than 16000 pods", func(m map[string]any) {
 			kc(m)["clusterSubnet"] = "10.0.0.0/16"
 			kc(m)["kubeletConfig"] = map[string]any{"--max-pods": "250"}
