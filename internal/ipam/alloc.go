@@ -11,6 +11,7 @@ package ipam
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/vnetcni/vnetcni/internal/store"
@@ -53,6 +54,8 @@ func Free(st *store.State, p *store.Pool) []netip.Addr {
 		}
 		out = append(out, a)
 	}
+	// Sources list addresses in their own order.
+	slices.SortFunc(out, netip.Addr.Compare)
 	return out
 }
 
