@@ -65,7 +65,9 @@ func (s *fakeSource) queries() int {
 }
 
 // secondary is the i-th secondary of the fake NIC: 10.0.1.i (from 10.0.1.0).
-func secondary(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, 1 + byte(i/256), byte(i % 256)}) }
+func secondary(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 0, 1 + byte(i/256), byte(i % 256)})
+}
 
 // clock is a settable time source.
 type clock struct {
