@@ -155,6 +155,13 @@ func (b Bridge) Ensure(h *netlink.Handle, saved *store.LinkConfig, persist func(
 		}
 		undo = append(undo, func() { _ = h.LinkSetNoMaster(master) })
 	}
+	// Removing the addresses takes the master's routes with them: on
+	// failure they go back after the addresses (undo runs in reverse).
+	undo = append(undo, func() {
+		for _, r := range move.Routes {
+			_ = h.RouteReplace(toRoute(r, master.Attrs().Index))
+		}
+	})
 	for _, a := range move.Addrs {
 		a := a
 		if err := h.AddrDel(master, toAddr(a)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
@@ -179,7 +186,6 @@ func (b Bridge) Ensure(h *netlink.Handle, saved *store.LinkConfig, persist func(
 		if err := h.RouteReplace(toRoute(r, br.Attrs().Index)); err != nil {
 			return fmt.Errorf("move route %s to bridge %s: %w", routeString(r), b.Name, err)
 		}
-		undo = append(undo, func() { _ = h.RouteReplace(toRoute(r, master.Attrs().Index)) })
 	}
 	moveDNS(b.Master, b.Name)
 	return nil
