@@ -87,6 +87,8 @@ func conflist(t *testing.T, cniVersion, mode string, extra map[string]any) []byt
 	return b
 }
 
+func parseList(b []byte) (*libcni.NetworkConfigList, error) { return libcni.ConfListFromBytes(b) }
+
 type cluster struct {
 	t   *testing.T
 	f   *fabric.Fabric
