@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -35,7 +36,9 @@ import (
 //	per NIC address: <ip>/32 dev p-<vm>; neigh <ip> lladdr <NIC MAC> permanent
 //	nftables: see the ruleset in nft_linux.go
 //
-// Build does not touch the root namespace.
+// The spec is the whole truth: NIC addresses added with AddSecondaryIPs
+// but missing from spec are unregistered. Build returns once the links it
+// brought up are operational. It does not touch the root namespace.
 func Build(spec Spec) (*Fabric, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("build fabric: %w", err)
@@ -135,6 +138,7 @@ func build(s Spec) error {
 	if err := syncNFT(fab, s); err != nil {
 		return err
 	}
+	ready := []endpoint{{fab, internetDev}, {inet, "eth0"}}
 	for _, v := range s.VMs {
 		port, err := fab.nl.LinkByName(PortName(v.Name))
 		if err != nil {
@@ -146,8 +150,48 @@ func build(s Spec) error {
 		if err := syncPortRoutes(fab, port, v); err != nil {
 			return err
 		}
-		if err := provisionVM(vms[v.Name], v); err != nil {
+		managed, err := provisionVM(vms[v.Name], v)
+		if err != nil {
 			return err
+		}
+		if managed {
+			ready = append(ready, endpoint{fab, PortName(v.Name)}, endpoint{vms[v.Name], "eth0"})
+		}
+	}
+	return waitOperUp(ready)
+}
+
+// endpoint is an interface in a namespace.
+type endpoint struct {
+	c   *nsConn
+	dev string
+}
+
+// operUpTimeout bounds the wait for new links to come up.
+const operUpTimeout = 10 * time.Second
+
+// waitOperUp waits until the interfaces report the operational state up.
+// On a busy machine a veth whose carrier just came on can drop the first
+// packet it transmits (counted as TX dropped): in stress runs, with other
+// fabrics being built and destroyed in parallel, the first ping through a
+// new port was lost in about one run in six without this wait and never
+// with it. The kernel activates a link from its link-watch worker, which
+// competes for the RTNL lock with namespace teardown.
+func waitOperUp(eps []endpoint) error {
+	deadline := time.Now().Add(operUpTimeout)
+	for _, ep := range eps {
+		for {
+			l, err := ep.c.nl.LinkByName(ep.dev)
+			if err != nil {
+				return fmt.Errorf("find %s in netns %s: %w", ep.dev, ep.c.name, err)
+			}
+			if l.Attrs().OperState == netlink.OperUp {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("wait for %s in netns %s to come up: still %s after %v", ep.dev, ep.c.name, l.Attrs().OperState, operUpTimeout)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
 	return nil
@@ -170,14 +214,14 @@ func buildBase(fab, inet *nsConn, s Spec) error {
 		}
 	}
 
-	if _, err := ensurePair(fab, "internet", nil, inet, "eth0", nil); err != nil {
+	if _, err := ensurePair(fab, internetDev, nil, inet, "eth0", nil); err != nil {
 		return err
 	}
 	for _, end := range []struct {
 		c    *nsConn
 		dev  string
 		addr netip.Addr
-	}{{fab, "internet", InternetGatewayIP}, {inet, "eth0", InternetHostIP}} {
+	}{{fab, internetDev, InternetGatewayIP}, {inet, "eth0", InternetHostIP}} {
 		l, err := end.c.nl.LinkByName(end.dev)
 		if err != nil {
 			return fmt.Errorf("find %s in netns %s: %w", end.dev, end.c.name, err)
@@ -212,43 +256,43 @@ func buildBase(fab, inet *nsConn, s Spec) error {
 // provisionVM gives a VM's NIC the configuration Azure's DHCP would: up,
 // primary address with the subnet's prefix length, default route via the
 // subnet gateway. It only adds what is missing and leaves an eth0 that is
-// enslaved alone.
-func provisionVM(c *nsConn, v VMSpec) error {
+// enslaved alone; it reports whether it managed eth0.
+func provisionVM(c *nsConn, v VMSpec) (bool, error) {
 	if _, err := linkUp(c, "lo"); err != nil {
-		return err
+		return false, err
 	}
 	eth0, err := c.nl.LinkByName("eth0")
 	if err != nil {
-		return fmt.Errorf("find eth0 in netns %s: %w", c.name, err)
+		return false, fmt.Errorf("find eth0 in netns %s: %w", c.name, err)
 	}
 	if eth0.Attrs().MasterIndex != 0 {
-		return nil
+		return false, nil
 	}
 	if err := c.nl.LinkSetUp(eth0); err != nil {
-		return fmt.Errorf("set eth0 up in netns %s: %w", c.name, err)
+		return false, fmt.Errorf("set eth0 up in netns %s: %w", c.name, err)
 	}
 	addrs, err := dump(func() ([]netlink.Addr, error) { return c.nl.AddrList(eth0, netlink.FAMILY_V4) })
 	if err != nil {
-		return fmt.Errorf("list addresses of eth0 in netns %s: %w", c.name, err)
+		return false, fmt.Errorf("list addresses of eth0 in netns %s: %w", c.name, err)
 	}
 	primary := netip.PrefixFrom(v.PrimaryIP, v.Subnet.Bits())
 	if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return prefixOf(a.IPNet) == primary }) {
 		if err := c.nl.AddrAdd(eth0, &netlink.Addr{IPNet: ipNet(primary)}); err != nil {
-			return fmt.Errorf("add %s to eth0 in netns %s: %w", primary, c.name, err)
+			return false, fmt.Errorf("add %s to eth0 in netns %s: %w", primary, c.name, err)
 		}
 	}
 	routes, err := dump(func() ([]netlink.Route, error) { return c.nl.RouteList(nil, netlink.FAMILY_V4) })
 	if err != nil {
-		return fmt.Errorf("list routes in netns %s: %w", c.name, err)
+		return false, fmt.Errorf("list routes in netns %s: %w", c.name, err)
 	}
 	if !slices.ContainsFunc(routes, func(r netlink.Route) bool { return r.Dst == nil || prefixOf(r.Dst).Bits() == 0 }) {
 		gw := Gateway(v.Subnet)
 		r := &netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: ipNet(netip.MustParsePrefix("0.0.0.0/0")), Gw: gw.AsSlice()}
 		if err := c.nl.RouteAdd(r); err != nil {
-			return fmt.Errorf("add default route via %s in netns %s: %w", gw, c.name, err)
+			return false, fmt.Errorf("add default route via %s in netns %s: %w", gw, c.name, err)
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // syncPortRoutes makes the routes and permanent neighbour entries on a

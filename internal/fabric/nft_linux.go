@@ -48,10 +48,12 @@ import (
 
 const tableName = "fabric"
 
+// internetDev is the fabric's interface towards the internet namespace.
+const internetDev = "internet"
+
 var (
 	netdevTable = &nftables.Table{Family: nftables.TableFamilyNetdev, Name: tableName}
 	ipTable     = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: tableName}
-	internetDev = "internet"
 )
 
 // existing lists what the fabric's tables already hold, so a rebuild can

@@ -33,7 +33,7 @@ func pair(t *testing.T) (a, b string) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create network namespaces")
 	}
-	var rnd [2]byte
+	var rnd [3]byte
 	_, _ = rand.Read(rnd[:])
 	prefix := "vft" + hex.EncodeToString(rnd[:])
 	a, b = prefix+"-a", prefix+"-b"
