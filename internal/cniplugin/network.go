@@ -131,13 +131,15 @@ func (n *node) rules(pool *store.Pool) datapath.Rules {
 		nm = append(nm, pool.Subnet)
 	}
 	r := datapath.Rules{
-		Network:       n.conf.Name,
-		Mode:          n.conf.Mode,
-		Master:        n.master.Attrs().Name,
-		Bridge:        n.bridge,
-		NICMAC:        n.mac(),
-		SNAT:          n.conf.SNAT(),
-		NonMasquerade: nm,
+		Network:         n.conf.Name,
+		Mode:            n.conf.Mode,
+		Master:          n.master.Attrs().Name,
+		Bridge:          n.bridge,
+		NICMAC:          n.mac(),
+		SNAT:            n.conf.SNAT(),
+		NonMasquerade:   nm,
+		AllowWireserver: n.conf.AllowWireserver,
+		BlockIMDS:       n.conf.BlockIMDS,
 	}
 	if pool != nil {
 		r.PrimaryIP = pool.PrimaryIP

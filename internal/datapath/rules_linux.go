@@ -26,7 +26,18 @@ type Rules struct {
 	PrimaryIP     netip.Addr
 	SNAT          bool
 	NonMasquerade []netip.Prefix // including the pool subnet and 168.63.129.16
+	// AllowWireserver lets pods reach every port of 168.63.129.16; by
+	// default they reach only its DNS (53/udp, 53/tcp).
+	AllowWireserver bool
+	// BlockIMDS keeps pods from 169.254.169.254.
+	BlockIMDS bool
 }
+
+// WireserverIP is Azure's host address; IMDSIP the instance metadata service.
+var (
+	WireserverIP = netip.MustParseAddr("168.63.129.16")
+	IMDSIP       = netip.MustParseAddr("169.254.169.254")
+)
 
 // TableName is the name of the network's nftables tables (one per family).
 func TableName(network string) string { return "azure-vnet-" + network }
@@ -40,7 +51,8 @@ func (r Rules) Fingerprint() string {
 	for _, p := range nm {
 		s = append(s, p.String())
 	}
-	return fmt.Sprintf("v1 %s %s %s %s %s %t %s", r.Mode, r.Master, r.Bridge, r.NICMAC, r.PrimaryIP, r.SNAT, strings.Join(s, ","))
+	return fmt.Sprintf("v2 %s %s %s %s %s snat=%t wireserver=%t imds-blocked=%t %s", r.Mode, r.Master, r.Bridge, r.NICMAC, r.PrimaryIP,
+		r.SNAT, r.AllowWireserver, r.BlockIMDS, strings.Join(s, ","))
 }
 
 // egress is the interface pod traffic leaves the node's IP stack through.
@@ -67,6 +79,8 @@ type tables struct {
 	// ip family
 	podsL3   *nftables.Set // ifname . ipv4_addr (transparent mode)
 	ipNomasq *nftables.Set
+	// inet_proto . inet_service pods may reach on the wireserver, per family
+	brWireserver, ipWireserver *nftables.Set
 }
 
 func (r Rules) tables() *tables {
@@ -82,6 +96,9 @@ func (r Rules) tables() *tables {
 	t.podsL3 = &nftables.Set{Table: t.ip, Name: "pod-ips", Concatenation: true,
 		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)}
 	t.ipNomasq = &nftables.Set{Table: t.ip, Name: "nomasq", Interval: true, KeyType: nftables.TypeIPAddr}
+	wsType := nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService)
+	t.brWireserver = &nftables.Set{Table: t.br, Name: "wireserver-ports", Concatenation: true, KeyType: wsType}
+	t.ipWireserver = &nftables.Set{Table: t.ip, Name: "wireserver-ports", Concatenation: true, KeyType: wsType}
 	return t
 }
 
@@ -111,8 +128,11 @@ func (r Rules) Program(c *nftables.Conn, resync bool, pods []PodElem) error {
 	}
 	if r.Mode == ModeTransparent {
 		// A pod may only send from its own address.
-		c.AddRule(nft.Rule(ipPre, nft.IIFName(HostIfPrefix+"*", true),
-			nft.InConcat(t.podsL3, false, nft.KeyIIFName, nft.KeyIPSaddr), nft.Counter(), nft.Drop()))
+		fromPod := nft.IIFName(HostIfPrefix+"*", true)
+		c.AddRule(nft.Rule(ipPre, fromPod, nft.InConcat(t.podsL3, false, nft.KeyIIFName, nft.KeyIPSaddr), nft.Counter(), nft.Drop()))
+		if err := r.podGuards(c, ipPre, t.ipWireserver, fromPod, false); err != nil {
+			return fmt.Errorf("program %s: %w", TableName(r.Network), err)
+		}
 	}
 	if r.SNAT {
 		// Pod traffic leaving the VNet takes the node's primary IP; the
@@ -183,6 +203,9 @@ func (r Rules) programBridge(c *nftables.Conn, t *tables) error {
 		nft.InConcat(t.podMACs, false, nft.KeyIIFName, nft.KeyARPSenderMAC), nft.Counter(), nft.Drop()))
 	c.AddRule(nft.Rule(pre, fromPod, nft.EtherType(nft.EtherTypeARP),
 		nft.InConcat(t.brPodIPs, false, nft.KeyIIFName, nft.KeyARPSenderIP), nft.Counter(), nft.Drop()))
+	if err := r.podGuards(c, pre, t.brWireserver, fromPod, true); err != nil {
+		return fmt.Errorf("program %s: %w", TableName(r.Network), err)
+	}
 	// Everything a pod sends off the node goes through the node's IP
 	// stack, as if the bridge were a router: masquerading, kube-proxy and
 	// portmap NAT see it and its replies, and it leaves with the NIC's
@@ -202,6 +225,39 @@ func (r Rules) programBridge(c *nftables.Conn, t *tables) error {
 	c.AddRule(nft.Rule(post, toNIC, nft.MAC(nft.EtherSaddr, r.NICMAC, false), nft.SetMAC(nft.EtherSaddr, r.NICMAC)))
 	c.AddRule(nft.Rule(post, toNIC, nft.EtherType(nft.EtherTypeARP), nft.MAC(nft.ARPSenderMAC, r.NICMAC, false),
 		nft.SetMAC(nft.ARPSenderMAC, r.NICMAC)))
+	return nil
+}
+
+// wireserverPorts are what pods may reach on 168.63.129.16: DNS.
+func wireserverPorts() []nftables.SetElement {
+	return []nftables.SetElement{
+		{Key: nft.ConcatKey([]byte{unix.IPPROTO_UDP}, nft.PortKey(53))},
+		{Key: nft.ConcatKey([]byte{unix.IPPROTO_TCP}, nft.PortKey(53))},
+	}
+}
+
+// podGuards are the rules that keep pods from Azure's host endpoints: only
+// DNS on the wireserver (its HTTP ports hand out the VM's configuration and
+// certificates), and IMDS when the operator blocks it.
+func (r Rules) podGuards(c *nftables.Conn, chain *nftables.Chain, ports *nftables.Set, fromPod []expr.Any, bridge bool) error {
+	if err := c.AddSet(ports, nil); err != nil {
+		return err
+	}
+	c.FlushSet(ports)
+	if err := c.SetAddElements(ports, wireserverPorts()); err != nil {
+		return err
+	}
+	var ipv4 []expr.Any
+	if bridge {
+		ipv4 = nft.EtherType(nft.EtherTypeIPv4)
+	}
+	if !r.AllowWireserver {
+		c.AddRule(nft.Rule(chain, fromPod, ipv4, nft.IP(nft.IPDaddr, WireserverIP, true),
+			nft.InConcat(ports, false, nft.KeyL4Proto, nft.KeyTHDport), nft.Counter(), nft.Drop()))
+	}
+	if r.BlockIMDS {
+		c.AddRule(nft.Rule(chain, fromPod, ipv4, nft.IP(nft.IPDaddr, IMDSIP, true), nft.Counter(), nft.Drop()))
+	}
 	return nil
 }
 

@@ -51,10 +51,26 @@ var testPods = []PodElem{
 // TestRulesGolden programs each mode's tables in a throwaway namespace and
 // compares what the kernel holds, as `nft list` prints it, with a golden file.
 func TestRulesGolden(t *testing.T) {
-	for _, mode := range []string{ModeBridge, ModeTransparent} {
-		t.Run(mode, func(t *testing.T) {
+	for _, tc := range []struct {
+		golden string
+		rules  func() Rules
+	}{
+		{"bridge", func() Rules { return testRules(ModeBridge) }},
+		{"transparent", func() Rules { return testRules(ModeTransparent) }},
+		{"bridge-options", func() Rules {
+			r := testRules(ModeBridge)
+			r.SNAT, r.AllowWireserver, r.BlockIMDS = false, true, true
+			return r
+		}},
+		{"transparent-options", func() Rules {
+			r := testRules(ModeTransparent)
+			r.BlockIMDS = true
+			return r
+		}},
+	} {
+		t.Run(tc.golden, func(t *testing.T) {
 			name := tempNetNS(t)
-			r := testRules(mode)
+			r := tc.rules()
 			c := nftConnIn(t, name)
 			if err := r.Program(c, false, nil); err != nil {
 				t.Fatalf("Program: %v", err)
@@ -69,7 +85,7 @@ func TestRulesGolden(t *testing.T) {
 				t.Fatalf("Program again: %v", err)
 			}
 			got := nftList(t, name)
-			golden := filepath.Join("testdata", "rules-"+mode+".nft")
+			golden := filepath.Join("testdata", "rules-"+tc.golden+".nft")
 			if *update {
 				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
 					t.Fatal(err)

@@ -41,7 +41,20 @@ const (
 	probeWait = 2 * time.Second
 	echoPort  = 7070
 	httpOK    = "HTTP 200"
+	blocked   = "blocked"
+	blockWait = 500 * time.Millisecond
 )
+
+// blockedOrReached names the outcome of a probe expected to be dropped.
+func blockedOrReached(err error) string {
+	if err == nil {
+		return reachable
+	}
+	if d := describe(err); d != "no answer" {
+		return d
+	}
+	return blocked
+}
 
 // Check probes the lab's connectivity and compares every observation with
 // what the Azure CNI model expects: pods reach each other and the VMs
@@ -146,6 +159,12 @@ func Check(ctx context.Context, name string) (*Matrix, error) {
 		dnsName := v.Name + "." + fabric.DNSSuffix
 		add("pod→wireserver DNS", label(a), fabric.WireserverIP.String()+":53 "+dnsName, v.PrimaryIP.String(), dnsAnswer(a.NetNS, dnsName))
 		add("pod→IMDS", label(a), fabric.IMDSIP.String()+":80", httpOK, imdsAnswer(a.NetNS))
+		// The wireserver's HTTP ports serve the VM's own configuration:
+		// pods only get its DNS.
+		for _, port := range []uint16{80, fabric.WireserverManagementPort} {
+			to := netip.AddrPortFrom(fabric.WireserverIP, port)
+			add("pod→wireserver HTTP", label(a), to.String(), blocked, blockedOrReached(probe.TCPConnect(a.NetNS, to, blockWait)))
+		}
 		for _, p := range pods {
 			for _, pm := range p.Ports {
 				from := v

@@ -96,6 +96,14 @@ type NetConf struct {
 	// VNets and on-premises ranges an operator wants left untranslated).
 	NonMasqueradeCIDRs []string `json:"nonMasqueradeCIDRs,omitempty"`
 
+	// AllowWireserver lets pods reach every port of 168.63.129.16; by
+	// default they reach only its DNS port, as the wireserver's HTTP ports
+	// serve the VM's own configuration.
+	AllowWireserver bool `json:"allowWireserver,omitempty"`
+	// BlockIMDS keeps pods from the instance metadata service. Off by
+	// default: workloads commonly read IMDS (identity, metadata).
+	BlockIMDS bool `json:"blockIMDS,omitempty"`
+
 	IPAM IPAM `json:"ipam"`
 
 	// RuntimeConfig is what the runtime passes through capabilities; the
@@ -169,7 +177,7 @@ func decode(b []byte, c *NetConf) error {
 			if field == "" {
 				field = "(top level)"
 			}
-			return &FieldError{Field: field, Value: te.Value, Problem: fmt.Sprintf("wrong type, want %s", jsonKind(te.Type.Kind().String()))}
+			return &FieldError{Field: field, Problem: fmt.Sprintf("wrong type: got a JSON %s, want %s", te.Value, jsonKind(te.Type.Kind().String()))}
 		}
 		var se *json.SyntaxError
 		if errors.As(err, &se) {

@@ -204,6 +204,8 @@ const (
 	KeyIPSaddr
 	KeyARPSenderMAC
 	KeyARPSenderIP
+	KeyL4Proto
+	KeyTHDport
 )
 
 // InConcat looks a concatenation of keys up in a set.
@@ -225,6 +227,10 @@ func InConcat(s *nftables.Set, in bool, keys ...Key) []expr.Any {
 			e, size = load(arpSHA, reg), 6
 		case KeyARPSenderIP:
 			e, size = load(arpSPA, reg), 4
+		case KeyL4Proto:
+			e, size = &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg}, 1
+		case KeyTHDport:
+			e, size = load(thDport, reg), 2
 		default:
 			panic(fmt.Sprintf("nft: unknown key %d", k))
 		}
