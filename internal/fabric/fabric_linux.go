@@ -208,6 +208,11 @@ func buildBase(fab, inet *nsConn, s Spec) error {
 	for _, sn := range s.Subnets {
 		local = append(local, Gateway(sn))
 	}
+	// The fabric answers ARP for load balancer frontends and translates
+	// their ports before routing.
+	for _, lb := range s.LoadBalancers {
+		local = append(local, lb.VIP)
+	}
 	for _, a := range local {
 		if err := fab.nl.AddrReplace(lo, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(a, 32))}); err != nil {
 			return fmt.Errorf("add %s/32 to lo in netns %s: %w", a, fab.name, err)

@@ -1,11 +1,14 @@
 package fabric
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 
 	"github.com/vnetcni/vnetcni/internal/nft"
 )
@@ -200,13 +203,21 @@ func syncNFT(fab *nsConn, s Spec) error {
 		Name: "postrouting", Table: ipTable, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: ptr(nftables.ChainPolicyAccept),
 	}
-	for _, ch := range []*nftables.Chain{forward, postrouting} {
+	prerouting := &nftables.Chain{
+		Name: "prerouting", Table: ipTable, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest, Policy: ptr(nftables.ChainPolicyAccept),
+	}
+	for _, ch := range []*nftables.Chain{forward, postrouting, prerouting} {
 		if ex.chains[key(ipTable, ch.Name)] {
 			c.FlushChain(ch)
 		} else {
 			c.AddChain(ch)
 		}
 	}
+	if err := loadBalancerRules(c, ex, prerouting, s); err != nil {
+		return fmt.Errorf("nftables in netns %s: %w", fab.name, err)
+	}
+	nsgRules(c, forward, s)
 	c.AddRule(nft.Rule(forward, nft.IIFName(internetDev, true), nft.CtState(nft.CtStateEstablished|nft.CtStateRelated), nft.Accept()))
 	c.AddRule(nft.Rule(forward, nft.IIFName(internetDev, true), nft.Drop()))
 	c.AddRule(nft.Rule(forward, nft.OIFName(internetDev, true), nft.In(nft.IPSaddr, public, true), nft.Accept()))
@@ -330,3 +341,76 @@ func readCounters(fab *nsConn, s Spec) (map[string]PortCounters, uint64, error) 
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// loadBalancerRules translates each load balancer frontend port to its
+// backends. Equivalent to: ip daddr VIP tcp dport P dnat ip to numgen inc
+// mod N map @lb-NAME (or to the one backend).
+func loadBalancerRules(c *nftables.Conn, ex existing, ch *nftables.Chain, s Spec) error {
+	for _, lb := range s.LoadBalancers {
+		var to []expr.Any
+		if len(lb.Backends) == 1 {
+			to = nft.DNAT(lb.Backends[0])
+		} else {
+			m := &nftables.Set{Table: ipTable, Name: "lb-" + lb.Name, IsMap: true, KeyType: nftables.TypeInteger, DataType: nftables.TypeIPAddr}
+			if err := c.AddSet(m, nil); err != nil {
+				return fmt.Errorf("add map %s: %w", m.Name, err)
+			}
+			if ex.sets[key(ipTable, m.Name)] {
+				c.FlushSet(m)
+			}
+			var elems []nftables.SetElement
+			for i, b := range lb.Backends {
+				elems = append(elems, nftables.SetElement{Key: binary.NativeEndian.AppendUint32(nil, uint32(i)), Val: nft.IPv4Key(b)})
+			}
+			if err := c.SetAddElements(m, elems); err != nil {
+				return fmt.Errorf("add elements to map %s: %w", m.Name, err)
+			}
+			to = nft.DNATRoundRobin(m, uint32(len(lb.Backends)))
+		}
+		for _, p := range lb.Ports {
+			c.AddRule(nft.Rule(ch, nft.IP(nft.IPDaddr, lb.VIP, true), nft.TCPDport(p), to))
+		}
+	}
+	return nil
+}
+
+// nsgRules filter inbound traffic of subnets with an NSG: replies pass,
+// the rules' sources reach their TCP ports, everything else is dropped and
+// counted. Equivalent to:
+//
+//	ip daddr SUBNET ct state established,related accept
+//	ip daddr SUBNET ip saddr SRC tcp dport P accept
+//	ip daddr SUBNET counter name nsgI_denied drop
+func nsgRules(c *nftables.Conn, ch *nftables.Chain, s Spec) {
+	for i, n := range s.NSGs {
+		c.AddObj(&nftables.CounterObj{Table: ipTable, Name: nsgCounter(i)})
+		to := nft.IPIn(nft.IPDaddr, n.Subnet)
+		c.AddRule(nft.Rule(ch, to, nft.CtState(nft.CtStateEstablished|nft.CtStateRelated), nft.Accept()))
+		for _, r := range n.Allow {
+			for _, p := range r.Ports {
+				c.AddRule(nft.Rule(ch, to, nft.IPIn(nft.IPSaddr, r.Source), nft.TCPDport(p), nft.Accept()))
+			}
+		}
+		c.AddRule(nft.Rule(ch, to, nft.NamedCounter(nsgCounter(i)), nft.Drop()))
+	}
+}
+
+func readNSGCounters(fab *nsConn, s Spec) (map[netip.Prefix]uint64, error) {
+	c, err := nftables.New(nftables.WithNetNSFd(int(fab.fd)))
+	if err != nil {
+		return nil, fmt.Errorf("open nftables in netns %s: %w", fab.name, err)
+	}
+	objs, err := c.GetObjects(ipTable)
+	if err != nil {
+		return nil, fmt.Errorf("list counters of table ip %s in netns %s: %w", tableName, fab.name, err)
+	}
+	out := map[netip.Prefix]uint64{}
+	for i, n := range s.NSGs {
+		for _, o := range objs {
+			if co, ok := o.(*nftables.CounterObj); ok && co.Name == nsgCounter(i) {
+				out[n.Subnet] = co.Packets
+			}
+		}
+	}
+	return out, nil
+}

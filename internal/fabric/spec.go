@@ -99,6 +99,10 @@ type Spec struct {
 	// Subnets lie inside VNet; each is /29 or larger.
 	Subnets []netip.Prefix `json:"subnets"`
 	VMs     []VMSpec       `json:"vms"`
+	// LoadBalancers are internal load balancers with a VIP in a subnet.
+	LoadBalancers []LoadBalancer `json:"loadBalancers,omitempty"`
+	// NSGs filter inbound traffic of subnets.
+	NSGs []NSG `json:"nsgs,omitempty"`
 }
 
 // VMSpec describes a VM and its NIC.
@@ -152,6 +156,8 @@ func (s Spec) Clone() Spec {
 	out := s
 	out.VNet = slices.Clone(s.VNet)
 	out.Subnets = slices.Clone(s.Subnets)
+	out.LoadBalancers = slices.Clone(s.LoadBalancers)
+	out.NSGs = slices.Clone(s.NSGs)
 	out.VMs = make([]VMSpec, len(s.VMs))
 	for i, v := range s.VMs {
 		v.MAC = slices.Clone(v.MAC)
@@ -293,7 +299,7 @@ func (s Spec) Validate() error {
 			publics[p] = v.Name
 		}
 	}
-	return nil
+	return s.validateLB()
 }
 
 // usable reports why ip cannot be a NIC address in subnet.

@@ -369,3 +369,41 @@ func ConcatKey(parts ...[]byte) []byte {
 
 // PortKey encodes a transport port as an inet_service key.
 func PortKey(p uint16) []byte { return be16(p) }
+
+// IPIn matches an IPv4 field against a prefix.
+// Equivalent to: ip daddr 10.0.16.0/28.
+func IPIn(f Field, p netip.Prefix) []expr.Any {
+	mask := net.CIDRMask(p.Bits(), 32)
+	b := p.Masked().Addr().As4()
+	return []expr.Any{
+		load(f.field(), reg1),
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
+		cmp(expr.CmpOpEq, reg1, b[:]),
+	}
+}
+
+// TCPDport matches TCP to one destination port.
+// Equivalent to: tcp dport 443.
+func TCPDport(port uint16) []expr.Any {
+	return append(L4Proto(unix.IPPROTO_TCP), load(thDport, reg1), cmp(expr.CmpOpEq, reg1, be16(port)))
+}
+
+// DNAT rewrites the IPv4 destination. Equivalent to: dnat ip to 10.0.16.4.
+func DNAT(to netip.Addr) []expr.Any {
+	b := to.As4()
+	return []expr.Any{
+		&expr.Immediate{Register: reg1, Data: b[:]},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1},
+	}
+}
+
+// DNATRoundRobin rewrites the IPv4 destination to the address map m holds
+// for an incrementing counter modulo n: the backends take turns.
+// Equivalent to: dnat ip to numgen inc mod N map @m.
+func DNATRoundRobin(m *nftables.Set, n uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Numgen{Register: reg1, Modulus: n, Type: unix.NFT_NG_INCREMENTAL},
+		&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1},
+	}
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Builds the Kubernetes binaries the lab's cluster runs — kube-apiserver,
+# kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl, etcd
+# and CoreDNS — from the Go module proxy, into a cache directory keyed by
+# version, and reuses it. Prints the directory.
+#
+# k8s.io/kubernetes cannot be `go install`ed (its go.mod replaces its staging
+# modules with local paths), so a throwaway wrapper module requires it and
+# replaces each staging module it requires at v0.0.0 with the published
+# v0.<minor>.<patch>. etcd is built from go.etcd.io/etcd/server/v3 in the
+# same wrapper; CoreDNS installs directly. No binary is committed.
+#
+#   K8S_VERSION   (default v1.37.2)
+#   COREDNS_VERSION (default v1.14.7)
+#   K8S_CACHE     (default /var/cache/vnetcni/k8s)
+set -euo pipefail
+export PATH="/usr/local/go/bin:$PATH"
+K8S_VERSION=${K8S_VERSION:-v1.37.2}
+COREDNS_VERSION=${COREDNS_VERSION:-v1.14.7}
+cache=${K8S_CACHE:-/var/cache/vnetcni/k8s}/$K8S_VERSION
+bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd coredns)
+
+have_all() { for b in "${bins[@]}"; do [ -x "$cache/$b" ] || return 1; done; }
+if have_all; then echo "$cache"; exit 0; fi
+mkdir -p "$cache"
+
+staging_version="v0.${K8S_VERSION#v1.}"   # v1.37.2 -> v0.37.2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+{
+  echo "module vnetcni.local/k8sbuild"
+  echo
+  echo "go $(sed -n 's/^go //p' "$gomod")"
+  echo
+  echo "require k8s.io/kubernetes $K8S_VERSION"
+  echo
+  grep -E '^\s+k8s.io/[a-z0-9-]+ v0\.0\.0$' "$gomod" | awk -v v="$staging_version" '{print "replace " $1 " => " $1 " " v}'
+} > go.mod
+mkdir -p etcd
+cat > etcd/main.go <<'GO'
+// Command etcd starts an etcd server (go.etcd.io/etcd/server/v3).
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+echo "k8s-binaries: resolving modules for $K8S_VERSION" >&2
+GOFLAGS=-mod=mod go get "k8s.io/kubernetes@$K8S_VERSION" go.etcd.io/etcd/server/v3 >&2
+GOFLAGS=-mod=mod go mod tidy >&2 || true
+echo "k8s-binaries: building (cold: 10-25 min on 2 cores)" >&2
+CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$cache/" \
+  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet \
+  k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl >&2
+CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$cache/etcd" ./etcd >&2
+GOBIN="$cache" CGO_ENABLED=0 go install "github.com/coredns/coredns@$COREDNS_VERSION" >&2
+have_all || { echo "k8s-binaries: missing binaries in $cache" >&2; exit 1; }
+echo "$cache"
