@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -200,6 +201,14 @@ func (n *node) ensureNetwork(st *store.State, pool *store.Pool) (datapath.Rules,
 		// by: the node must route it without telling the pod to go direct.
 		for _, s := range []string{"net/ipv4/conf/all/send_redirects", "net/ipv4/conf/" + n.bridge + "/send_redirects"} {
 			if err := n.host.Sysctl(s, "0"); err != nil {
+				return r, err
+			}
+		}
+		// Replies of NATed connections (Services, host ports) that reach a
+		// pod over the bridge are un-NATed by bridge netfilter, as Azure's
+		// bridge mode requires; where it exists, make sure it is on.
+		if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err == nil {
+			if err := n.host.Sysctl("net/bridge/bridge-nf-call-iptables", "1"); err != nil {
 				return r, err
 			}
 		}
