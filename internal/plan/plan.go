@@ -41,6 +41,12 @@ type Definition struct {
 			VnetCidr                 string `json:"vnetCidr"`
 		} `json:"masterProfile"`
 		AgentPoolProfiles []AgentPool `json:"agentPoolProfiles"`
+		// APIServerAccessProfile puts the API server in a delegated subnet
+		// of the VNet (seed 003), in the shape of AKS's API.
+		APIServerAccessProfile *struct {
+			EnableVnetIntegration bool   `json:"enableVnetIntegration"`
+			SubnetPrefix          string `json:"subnetPrefix"`
+		} `json:"apiServerAccessProfile"`
 	} `json:"properties"`
 }
 
@@ -138,7 +144,27 @@ type Plan struct {
 	SubnetName    string       `json:"subnetName,omitempty"`
 	Mode          string       `json:"mode"`
 	Nodes         []Node       `json:"nodes"`
+	// APIServer is set for a Kubernetes cluster: the control plane's
+	// delegated subnet, its address and the internal load balancer's VIP.
+	APIServer *APIServer `json:"apiServer,omitempty"`
 }
+
+// APIServer is the control plane's place in the VNet (seed 003): a
+// delegated subnet of at least /28, holding the control plane's address
+// and the internal load balancer frontend that nodes reach it by; the
+// cluster reserves at least MinAPIServerIPs of it.
+type APIServer struct {
+	Subnet   netip.Prefix `json:"subnet"`
+	NodeIP   netip.Addr   `json:"nodeIP"`
+	VIP      netip.Addr   `json:"vip"`
+	Reserved []netip.Addr `json:"reserved"`
+}
+
+// API server subnet rules from seed 003.
+const (
+	MinAPIServerSubnetBits = 28 // at least a /28
+	MinAPIServerIPs        = 9
+)
 
 // FieldError is one violation, naming the definition field.
 type FieldError struct {
@@ -150,7 +176,8 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
 
 // Options are choices made outside the definition.
 type Options struct {
-	Mode string // bridge or transparent; overrides kubernetesConfig.networkMode
+	Mode       string // bridge or transparent; overrides kubernetesConfig.networkMode
+	Kubernetes bool   // plan the API server subnet too
 }
 
 var poolNameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,11}$`)
@@ -307,6 +334,18 @@ func (d *Definition) Plan(o Options) (*Plan, error) {
 		return nil, errors.Join(errs...)
 	}
 
+	if o.Kubernetes || (props.APIServerAccessProfile != nil && props.APIServerAccessProfile.EnableVnetIntegration) {
+		api, err := planAPIServer(p, props.APIServerAccessProfile)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			p.APIServer = api
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
 	// Lay out addresses.
 	used := map[netip.Addr]bool{}
 	usable := Usable(p.Subnet)
@@ -425,4 +464,43 @@ func (p *Plan) Utilisation() (used, usable int) {
 		used += 1 + len(n.SecondaryIPs)
 	}
 	return used, len(Usable(p.Subnet))
+}
+
+const apiField = "properties.apiServerAccessProfile.subnetPrefix"
+
+// planAPIServer validates (or picks: the first /28 of the VNet after the
+// cluster subnet) the API server subnet and reserves its addresses.
+func planAPIServer(p *Plan, prof *struct {
+	EnableVnetIntegration bool   `json:"enableVnetIntegration"`
+	SubnetPrefix          string `json:"subnetPrefix"`
+}) (*APIServer, error) {
+	var sn netip.Prefix
+	if prof != nil && prof.SubnetPrefix != "" {
+		v, err := netip.ParsePrefix(strings.TrimSpace(prof.SubnetPrefix))
+		if err != nil || !v.Addr().Is4() {
+			return nil, &FieldError{Field: apiField, Problem: fmt.Sprintf("%q is not an IPv4 CIDR", prof.SubnetPrefix)}
+		}
+		sn = v.Masked()
+	} else {
+		// After the cluster subnet, aligned to /28.
+		end := last(p.Subnet).Next()
+		cand := netip.PrefixFrom(end, MinAPIServerSubnetBits).Masked()
+		if cand.Addr().Less(end) {
+			cand = netip.PrefixFrom(last(cand).Next(), MinAPIServerSubnetBits)
+		}
+		sn = cand
+	}
+	switch {
+	case sn.Bits() > MinAPIServerSubnetBits:
+		return nil, &FieldError{Field: apiField, Problem: fmt.Sprintf("%s is smaller than /%d; the API server subnet must be at least /%d", sn, MinAPIServerSubnetBits, MinAPIServerSubnetBits)}
+	case !p.VNet.Contains(sn.Addr()) || sn.Bits() < p.VNet.Bits():
+		return nil, &FieldError{Field: apiField, Problem: fmt.Sprintf("%s is not inside the VNet %s", sn, p.VNet)}
+	case sn.Overlaps(p.Subnet):
+		return nil, &FieldError{Field: apiField, Problem: fmt.Sprintf("%s overlaps the cluster subnet %s; the delegated subnet holds no other workloads", sn, p.Subnet)}
+	}
+	u := Usable(sn)
+	if len(u) < MinAPIServerIPs {
+		return nil, &FieldError{Field: apiField, Problem: fmt.Sprintf("%s has %d usable addresses; the cluster reserves at least %d", sn, len(u), MinAPIServerIPs)}
+	}
+	return &APIServer{Subnet: sn, NodeIP: u[0], VIP: u[1], Reserved: append([]netip.Addr(nil), u[:MinAPIServerIPs]...)}, nil
 }

@@ -182,3 +182,47 @@ func TestTransparentFromDefinition(t *testing.T) {
 		t.Errorf("the --mode option must override the definition: %v, %v", p, err)
 	}
 }
+
+func TestAPIServerSubnet(t *testing.T) {
+	d, _ := ParseDefinition([]byte(Example))
+	p, err := d.Plan(Options{Kubernetes: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := p.APIServer
+	if a == nil || a.Subnet.String() != "10.0.16.0/28" || a.NodeIP.String() != "10.0.16.4" || a.VIP.String() != "10.0.16.5" || len(a.Reserved) != MinAPIServerIPs {
+		t.Fatalf("API server plan %+v; want 10.0.16.0/28 with node 10.0.16.4, VIP 10.0.16.5 and 9 reserved", a)
+	}
+	if p2, _ := d.Plan(Options{}); p2.APIServer != nil {
+		t.Errorf("a plan without Kubernetes has an API server subnet")
+	}
+	for _, tc := range []struct{ prefix, want string }{
+		{"10.0.16.0/29", "smaller than /28"},
+		{"10.1.0.0/28", "not inside the VNet"},
+		{"10.0.0.0/28", "overlaps the cluster subnet"},
+		{"bogus", "not an IPv4 CIDR"},
+	} {
+		def := strings.Replace(Example, `"agentPoolProfiles"`, `"apiServerAccessProfile": {"enableVnetIntegration": true, "subnetPrefix": "`+tc.prefix+`"}, "agentPoolProfiles"`, 1)
+		d, err := ParseDefinition([]byte(def))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = d.Plan(Options{})
+		if err == nil || !strings.Contains(err.Error(), "apiServerAccessProfile.subnetPrefix") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("API subnet %s: %v; want an error naming subnetPrefix saying %q", tc.prefix, err, tc.want)
+		}
+	}
+	// The seed 003 layout: VNet 172.19.0.0/16, API subnet 172.19.0.0/28, cluster subnet 172.19.1.0/24.
+	def := `{"properties": {"orchestratorProfile": {"kubernetesConfig": {"clusterSubnet": "172.19.1.0/24"}},
+	  "masterProfile": {"count": 0, "vnetCidr": "172.19.0.0/16"},
+	  "apiServerAccessProfile": {"enableVnetIntegration": true, "subnetPrefix": "172.19.0.0/28"},
+	  "agentPoolProfiles": [{"name": "pool", "count": 2, "kubernetesConfig": {"kubeletConfig": {"--max-pods": "10"}}}]}}`
+	d, err = ParseDefinition([]byte(def))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err = d.Plan(Options{})
+	if err != nil || p.APIServer == nil || p.APIServer.VIP.String() != "172.19.0.5" {
+		t.Errorf("seed 003 layout: %+v, %v", p, err)
+	}
+}
