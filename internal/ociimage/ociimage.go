@@ -143,8 +143,8 @@ func (img Image) Validate() error {
 	seen := map[string]bool{}
 	for _, f := range img.Files {
 		p := cleanPath(f.Path)
-		if p == "" || strings.HasPrefix(p, "../") {
-			return fmt.Errorf("image %s: file path %q is outside the image", img.Name, f.Path)
+		if p == "" { // cleaning rooted at "/" keeps every other path inside the image
+			return fmt.Errorf("image %s: file path %q names the root", img.Name, f.Path)
 		}
 		if seen[p] {
 			return fmt.Errorf("image %s: file %q twice", img.Name, f.Path)

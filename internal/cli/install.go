@@ -1,0 +1,62 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vnetcni/vnetcni/conf"
+	"github.com/vnetcni/vnetcni/internal/install"
+)
+
+func init() { extraCommands = append(extraCommands, newInstallCmd) }
+
+func newInstallCmd() *cobra.Command {
+	var o install.Options
+	c := &cobra.Command{
+		Use:   "install",
+		Short: "Install the plugins and the sample conflist on this node (idempotent)",
+		Long: `Copies azure-vnet, azure-vnet-ipam, portmap and loopback from --bin-dir (default: vnetctl's
+own directory) into the CNI bin directory, writes the sample conflist (built into vnetctl)
+into the CNI configuration directory, and runs the installed azure-vnet --version.
+Identical files are left alone; an existing conflist that differs is kept unless --force.
+Same as scripts/install-cni-plugin.sh; CNI_BIN_DIR and CNI_CONF_DIR set the defaults.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.ConflistName, o.Conflist = conf.FileName, conf.Conflist
+			acts, err := install.Install(o)
+			out := cmd.OutOrStdout()
+			for _, a := range acts {
+				fmt.Fprintf(out, "%-40s %s\n", a.Path, a.Outcome)
+			}
+			if err != nil {
+				return err
+			}
+			v, err := install.Verify(o.BinDir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "verified: %s\n", v)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&o.SourceDir, "bin-dir", selfDir(), "where the binaries to install are")
+	c.Flags().StringVar(&o.BinDir, "cni-bin-dir", envOr("CNI_BIN_DIR", install.DefaultBinDir), "CNI bin directory ($CNI_BIN_DIR)")
+	c.Flags().StringVar(&o.ConfDir, "cni-conf-dir", envOr("CNI_CONF_DIR", install.DefaultConfDir), "CNI configuration directory ($CNI_CONF_DIR)")
+	c.Flags().BoolVar(&o.ReplaceConflist, "force", os.Getenv("REPLACE_CONFLIST") == "1", "replace an existing conflist that differs (the old one is kept as .bak; $REPLACE_CONFLIST=1)")
+	return c
+}
+
+// selfDir is the directory of the running vnetctl.
+func selfDir() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "."
+	}
+	if r, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = r
+	}
+	return filepath.Dir(exe)
+}

@@ -1,0 +1,187 @@
+// Package install puts the CNI plugins and the network configuration on a
+// node: the binaries into the CNI bin directory (/opt/cni/bin) and the
+// conflist into the CNI configuration directory (/etc/cni/net.d). It is
+// idempotent — identical files are left alone — replaces binaries
+// atomically (a runtime may be executing them), and keeps an existing
+// conflist that differs unless told to replace it: an operator's edits win.
+// scripts/install-cni-plugin.sh is its shell twin for release tarballs.
+package install
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// Default directories of a node, as kubelet and containerd expect them.
+const (
+	DefaultBinDir  = "/opt/cni/bin"
+	DefaultConfDir = "/etc/cni/net.d"
+)
+
+// Binaries are installed into the bin directory: the plugins and the
+// reference plugins the conflist chains (portmap) or runtimes need
+// (loopback).
+var Binaries = []string{"azure-vnet", "azure-vnet-ipam", "portmap", "loopback"}
+
+// Options configure Install.
+type Options struct {
+	SourceDir       string // where the binaries are
+	BinDir          string // CNI bin directory
+	ConfDir         string // CNI configuration directory
+	ConflistName    string // e.g. 10-azure.conflist
+	Conflist        []byte
+	ReplaceConflist bool // replace an existing conflist that differs
+}
+
+// Outcome says what Install did with one file.
+type Outcome string
+
+// Outcomes.
+const (
+	Installed Outcome = "installed"
+	Updated   Outcome = "updated"
+	Unchanged Outcome = "unchanged"
+	Kept      Outcome = "kept (differs from the shipped one; replace with --force)"
+	Replaced  Outcome = "replaced (previous kept as .bak)"
+)
+
+// Action is one file Install handled.
+type Action struct {
+	Path    string
+	Outcome Outcome
+}
+
+func (o Options) validate() error {
+	for what, d := range map[string]string{"source": o.SourceDir, "bin": o.BinDir, "conf": o.ConfDir} {
+		if d == "" {
+			return fmt.Errorf("%s directory is empty", what)
+		}
+	}
+	if o.ConflistName == "" || filepath.Base(o.ConflistName) != o.ConflistName {
+		return fmt.Errorf("conflist name %q: want a file name", o.ConflistName)
+	}
+	if len(o.Conflist) == 0 {
+		return errors.New("conflist is empty")
+	}
+	var missing []string
+	for _, b := range Binaries {
+		if st, err := os.Stat(filepath.Join(o.SourceDir, b)); err != nil || !st.Mode().IsRegular() {
+			missing = append(missing, b)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("source directory %s lacks %s", o.SourceDir, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// Install copies the binaries and writes the conflist. It checks every
+// source before writing anything.
+func Install(o Options) ([]Action, error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{o.BinDir, o.ConfDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	var acts []Action
+	for _, b := range Binaries {
+		data, err := os.ReadFile(filepath.Join(o.SourceDir, b))
+		if err != nil {
+			return acts, err
+		}
+		dst := filepath.Join(o.BinDir, b)
+		out, err := place(dst, data, 0o755, true)
+		if err != nil {
+			return acts, err
+		}
+		acts = append(acts, Action{dst, out})
+	}
+	dst := filepath.Join(o.ConfDir, o.ConflistName)
+	out, err := place(dst, o.Conflist, 0o644, o.ReplaceConflist)
+	if err != nil {
+		return acts, err
+	}
+	return append(acts, Action{dst, out}), nil
+}
+
+// place writes data to dst unless it holds it already. An existing file
+// that differs is replaced only when replace is set.
+func place(dst string, data []byte, mode fs.FileMode, replace bool) (Outcome, error) {
+	old, err := os.ReadFile(dst)
+	switch {
+	case err == nil && bytes.Equal(old, data):
+		if st, err := os.Stat(dst); err == nil && st.Mode().Perm() != mode {
+			return Updated, os.Chmod(dst, mode)
+		}
+		return Unchanged, nil
+	case err == nil && !replace:
+		return Kept, nil
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return "", err
+	}
+	outcome := Installed
+	if err == nil {
+		outcome = Updated
+		if mode&0o111 == 0 { // a configuration: keep the operator's version
+			if err := os.WriteFile(dst+".bak", old, 0o644); err != nil {
+				return "", err
+			}
+			outcome = Replaced
+		}
+	}
+	return outcome, writeAtomic(dst, data, mode)
+}
+
+// writeAtomic writes a temporary file beside dst and renames it over dst,
+// so a runtime never executes or reads a half-written file.
+func writeAtomic(dst string, data []byte, mode fs.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return fmt.Errorf("install %s: %w", dst, err)
+	}
+	return nil
+}
+
+// Verify runs the installed azure-vnet and azure-vnet-ipam with --version
+// and returns azure-vnet's answer, e.g. "CNI plugin azure-vnet v1.2.3".
+func Verify(binDir string) (string, error) {
+	var first string
+	for _, b := range []string{"azure-vnet", "azure-vnet-ipam"} {
+		out, err := exec.Command(filepath.Join(binDir, b), "--version").CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("verify %s: %w: %s", filepath.Join(binDir, b), err, bytes.TrimSpace(out))
+		}
+		if first == "" {
+			first = strings.TrimSpace(string(out))
+		}
+	}
+	return first, nil
+}

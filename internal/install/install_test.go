@@ -1,0 +1,179 @@
+package install
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/vnetcni/vnetcni/conf"
+)
+
+// fakeRelease writes stand-in binaries that answer --version like the
+// plugins do, plus the conflist, into dir.
+func fakeRelease(t *testing.T, dir, version string) {
+	t.Helper()
+	for _, b := range Binaries {
+		script := "#!/bin/sh\necho \"CNI plugin " + b + " " + version + "\"\n"
+		if err := os.WriteFile(filepath.Join(dir, b), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, conf.FileName), conf.Conflist, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func outcomes(acts []Action, root string) map[string]Outcome {
+	m := map[string]Outcome{}
+	for _, a := range acts {
+		rel, _ := filepath.Rel(root, a.Path)
+		m[rel] = a.Outcome
+	}
+	return m
+}
+
+func TestInstall(t *testing.T) {
+	src, root := t.TempDir(), t.TempDir()
+	fakeRelease(t, src, "v1.0.0")
+	o := Options{SourceDir: src, BinDir: filepath.Join(root, "bin"), ConfDir: filepath.Join(root, "net.d"),
+		ConflistName: conf.FileName, Conflist: conf.Conflist}
+	all := func(bin, cl Outcome) map[string]Outcome {
+		m := map[string]Outcome{"net.d/" + conf.FileName: cl}
+		for _, b := range Binaries {
+			m["bin/"+b] = bin
+		}
+		return m
+	}
+	steps := []struct {
+		name    string
+		prepare func()
+		replace bool
+		want    map[string]Outcome
+	}{
+		{name: "fresh node", want: all(Installed, Installed)},
+		{name: "again: nothing changes", want: all(Unchanged, Unchanged)},
+		{name: "operator edited the conflist", prepare: func() {
+			os.WriteFile(filepath.Join(o.ConfDir, conf.FileName), []byte(`{"edited":true}`), 0o644)
+		}, want: all(Unchanged, Kept)},
+		{name: "new release", prepare: func() { fakeRelease(t, src, "v1.1.0") }, want: all(Updated, Kept)},
+		{name: "forced", replace: true, want: all(Unchanged, Replaced)},
+	}
+	for _, s := range steps {
+		if s.prepare != nil {
+			s.prepare()
+		}
+		o.ReplaceConflist = s.replace
+		acts, err := Install(o)
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if d := cmp.Diff(s.want, outcomes(acts, root)); d != "" {
+			t.Errorf("%s: outcomes (-want +got):\n%s", s.name, d)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(o.ConfDir, conf.FileName+".bak")); string(b) != `{"edited":true}` {
+		t.Errorf("the replaced conflist's backup holds %q, want the operator's version", b)
+	}
+	if v, err := Verify(o.BinDir); err != nil || v != "CNI plugin azure-vnet v1.1.0" {
+		t.Errorf("Verify = %q, %v; want the new version", v, err)
+	}
+}
+
+func TestInstallRefusesIncompleteSource(t *testing.T) {
+	src, root := t.TempDir(), t.TempDir()
+	fakeRelease(t, src, "v1")
+	os.Remove(filepath.Join(src, "portmap"))
+	_, err := Install(Options{SourceDir: src, BinDir: filepath.Join(root, "bin"), ConfDir: filepath.Join(root, "net.d"),
+		ConflistName: conf.FileName, Conflist: conf.Conflist})
+	if err == nil || !strings.Contains(err.Error(), "portmap") {
+		t.Fatalf("Install from a source without portmap: %v, want an error naming portmap", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "bin")); err == nil {
+		t.Errorf("Install created the bin directory before checking its source")
+	}
+}
+
+// tarball packs a directory as the release tarball.
+func tarball(t *testing.T, dir, out string) {
+	t.Helper()
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	gz := gzip.NewWriter(f)
+	tw := tar.NewWriter(gz)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ := e.Info()
+		if err := tw.WriteHeader(&tar.Header{Name: "./" + e.Name(), Mode: int64(st.Mode().Perm()), Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(b)
+	}
+	tw.Close()
+	gz.Close()
+}
+
+// TestInstallScript runs scripts/install-cni-plugin.sh against temporary
+// CNI directories, never the machine's.
+func TestInstallScript(t *testing.T) {
+	_, self, _, _ := runtime.Caller(0)
+	script := filepath.Join(filepath.Dir(self), "..", "..", "scripts", "install-cni-plugin.sh")
+	src, root := t.TempDir(), t.TempDir()
+	fakeRelease(t, src, "v2.0.0")
+	tgz := filepath.Join(t.TempDir(), "azure-vnet-cni-linux-amd64-v2.0.0.tgz")
+	tarball(t, src, tgz)
+	bin, confDir := filepath.Join(root, "opt-cni-bin"), filepath.Join(root, "etc-cni-net.d")
+	run := func(env []string, args ...string) (string, error) {
+		cmd := exec.Command("bash", append([]string{script}, args...)...)
+		cmd.Env = append(os.Environ(), append([]string{"CNI_BIN_DIR=" + bin, "CNI_CONF_DIR=" + confDir, "REPLACE_CONFLIST="}, env...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	cases := []struct {
+		name    string
+		env     []string
+		args    []string
+		prepare func()
+		wantErr bool
+		want    []string // substrings of the output
+	}{
+		{name: "fresh", args: []string{"v2.0.0", tgz}, want: []string{"azure-vnet installed", conf.FileName + " installed", "verified: CNI plugin azure-vnet v2.0.0"}},
+		{name: "idempotent", args: []string{"v2.0.0", tgz}, want: []string{"azure-vnet unchanged", conf.FileName + " unchanged"}},
+		{name: "edited conflist kept", args: []string{"v2.0.0", tgz}, prepare: func() {
+			os.WriteFile(filepath.Join(confDir, conf.FileName), []byte("{}"), 0o644)
+		}, want: []string{"kept: it differs"}},
+		{name: "REPLACE_CONFLIST=1", env: []string{"REPLACE_CONFLIST=1"}, args: []string{"v2.0.0", tgz}, want: []string{conf.FileName + " updated", ".bak"}},
+		{name: "wrong version", args: []string{"v9.9.9", tgz}, wantErr: true, want: []string{"want version v9.9.9; nothing installed"}},
+		{name: "no release", args: []string{"v7.7.7"}, wantErr: true, want: []string{"no release found for v7.7.7"}},
+	}
+	for _, c := range cases {
+		if c.prepare != nil {
+			c.prepare()
+		}
+		out, err := run(c.env, c.args...)
+		if (err != nil) != c.wantErr {
+			t.Fatalf("%s: error %v, want error %v; output:\n%s", c.name, err, c.wantErr, out)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s: output lacks %q:\n%s", c.name, w, out)
+			}
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(confDir, conf.FileName)); string(b) != string(conf.Conflist) {
+		t.Errorf("after REPLACE_CONFLIST=1 the conflist is %q, want the release's", b)
+	}
+}

@@ -1,0 +1,72 @@
+package runtimes
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+var testNode = Node{Name: "lab-vm-1", NetNS: "/run/netns/lab-vm-1",
+	CNIBinDir: "/run/vnetcni-lab/lab/vms/vm-1/bin", CNIConfDir: "/run/vnetcni-lab/lab/vms/vm-1/net.d"}
+
+// golden compares got with testdata/name, or rewrites it with -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(string(want), got); d != "" {
+		t.Errorf("%s (-want +got):\n%s", name, d)
+	}
+}
+
+func TestConfigs(t *testing.T) {
+	dir := "/run/vnetcni-lab/lab/vms/vm-1/containerd"
+	golden(t, "containerd-cri.toml", ContainerdConfig(dir, testNode, "overlayfs", true))
+	golden(t, "containerd-docker.toml", ContainerdConfig(dir, testNode, "overlayfs", false))
+	golden(t, "podman-containers.conf", PodmanConfig("/run/vnetcni-lab/lab/vms/vm-1/podman", testNode, "azure"))
+	golden(t, "podman-storage.conf", PodmanStorageConfig("/run/vnetcni-lab/lab/vms/vm-1/podman", "overlay"))
+}
+
+func TestNodeValidate(t *testing.T) {
+	cases := []struct {
+		name string
+		edit func(*Node)
+		want string
+	}{
+		{"ok", func(*Node) {}, ""},
+		{"no name", func(n *Node) { n.Name = "" }, "node name"},
+		{"slash in name", func(n *Node) { n.Name = "a/b" }, "node name"},
+		{"relative netns", func(n *Node) { n.NetNS = "lab-vm-1" }, "not an absolute path"},
+		{"relative bin dir", func(n *Node) { n.CNIBinDir = "bin" }, "CNI bin directory"},
+	}
+	for _, c := range cases {
+		n := testNode
+		c.edit(&n)
+		err := n.validate()
+		if (err == nil) != (c.want == "") || (err != nil && !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s: %v, want an error with %q", c.name, err, c.want)
+		}
+	}
+}
+
+func TestUnescapeMount(t *testing.T) {
+	for in, want := range map[string]string{`/a\040b`: "/a b", `/plain`: "/plain", `/x\134y`: `/x\y`} {
+		if got := unescapeMount(in); got != want {
+			t.Errorf("unescapeMount(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Installs the vnetcni Azure VNet CNI plugins on this node.
+#
+#   install-cni-plugin.sh [version] [tarball]
+#
+# The release is taken from, in order: the tarball argument (a path, or an
+# http(s) URL fetched with curl); azure-vnet-cni-linux-amd64-<version>.tgz
+# in the current directory or in dist/ beside this script; the directory
+# this script sits in, when it is an unpacked release. Without a version,
+# the newest dist/ tarball is used.
+#
+# Installs azure-vnet, azure-vnet-ipam, portmap, loopback (and vnetctl,
+# docker-run.sh when the release has them) into $CNI_BIN_DIR (/opt/cni/bin)
+# and 10-azure.conflist into $CNI_CONF_DIR (/etc/cni/net.d). Idempotent:
+# identical files are left alone, binaries are replaced atomically. An
+# existing conflist that differs is kept, unless --force or
+# REPLACE_CONFLIST=1 (the old one is then kept as .bak). Finally runs the
+# installed azure-vnet --version (and checks it names the version asked for).
+set -euo pipefail
+
+bin_dir=${CNI_BIN_DIR:-/opt/cni/bin}
+conf_dir=${CNI_CONF_DIR:-/etc/cni/net.d}
+replace=${REPLACE_CONFLIST:-0}
+conflist=10-azure.conflist
+binaries=(azure-vnet azure-vnet-ipam portmap loopback)
+optional=(vnetctl docker-run.sh)
+
+args=()
+for a in "$@"; do
+  case "$a" in
+    --force) replace=1 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "install-cni-plugin.sh: unknown option $a" >&2; exit 2 ;;
+    *) args+=("$a") ;;
+  esac
+done
+version=${args[0]:-}
+tarball=${args[1]:-}
+here=$(cd "$(dirname "$0")" && pwd)
+say() { echo "install-cni-plugin: $*"; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Find the release.
+src=
+if [ -z "$tarball" ] && [ -n "$version" ]; then
+  name=azure-vnet-cni-linux-amd64-$version.tgz
+  for c in "$PWD/$name" "$here/../dist/$name" "$here/$name"; do
+    if [ -f "$c" ]; then tarball=$c; break; fi
+  done
+fi
+if [ -z "$tarball" ] && [ -z "$version" ]; then
+  if [ -x "$here/azure-vnet" ] && [ -f "$here/$conflist" ]; then
+    src=$here
+  else
+    tarball=$(ls -t "$here"/../dist/azure-vnet-cni-linux-amd64-*.tgz 2>/dev/null | head -n 1 || true)
+  fi
+fi
+if [ -z "$src" ]; then
+  if [ -z "$tarball" ]; then
+    echo "install-cni-plugin.sh: no release found${version:+ for $version}; pass the tarball: $0 [version] TARBALL" >&2
+    exit 1
+  fi
+  case "$tarball" in
+    http://*|https://*)
+      say "downloading $tarball"
+      curl -fsSL -o "$work/release.tgz" "$tarball"
+      tarball=$work/release.tgz ;;
+  esac
+  mkdir -p "$work/release"
+  tar -xzf "$tarball" -C "$work/release"
+  src=$work/release
+fi
+for f in "${binaries[@]}" "$conflist"; do
+  [ -f "$src/$f" ] || { echo "install-cni-plugin.sh: the release lacks $f" >&2; exit 1; }
+done
+
+# The release must be the version asked for, before anything is written.
+if [ -n "$version" ]; then
+  got=$("$src/azure-vnet" --version)
+  if [ "${got##* }" != "$version" ]; then
+    echo "install-cni-plugin.sh: the release's azure-vnet says \"$got\", want version $version; nothing installed" >&2
+    exit 1
+  fi
+fi
+
+# place SRC DST MODE: install unless identical; atomic rename.
+place() {
+  local from=$1 to=$2 mode=$3 tmp
+  if [ -f "$to" ] && cmp -s "$from" "$to"; then
+    chmod "$mode" "$to"
+    say "$to unchanged"
+    return
+  fi
+  local what=installed
+  [ -e "$to" ] && what=updated
+  tmp=$(mktemp "$(dirname "$to")/.$(basename "$to").tmp-XXXXXX")
+  cp "$from" "$tmp"
+  chmod "$mode" "$tmp"
+  mv -f "$tmp" "$to"
+  say "$to $what"
+}
+
+mkdir -p "$bin_dir" "$conf_dir"
+for b in "${binaries[@]}"; do
+  place "$src/$b" "$bin_dir/$b" 755
+done
+for b in "${optional[@]}"; do
+  if [ -f "$src/$b" ]; then place "$src/$b" "$bin_dir/$b" 755; fi
+done
+dst=$conf_dir/$conflist
+if [ -f "$dst" ] && ! cmp -s "$src/$conflist" "$dst"; then
+  if [ "$replace" = 1 ]; then
+    cp -p "$dst" "$dst.bak"
+    place "$src/$conflist" "$dst" 644
+    say "previous $dst kept as $dst.bak"
+  else
+    say "$dst kept: it differs from the release's (--force or REPLACE_CONFLIST=1 replaces it)"
+  fi
+else
+  place "$src/$conflist" "$dst" 644
+fi
+
+# Verify what was installed.
+got=$("$bin_dir/azure-vnet" --version)
+"$bin_dir/azure-vnet-ipam" --version >/dev/null
+if [ -n "$version" ] && [ "${got##* }" != "$version" ]; then
+  echo "install-cni-plugin.sh: installed azure-vnet says \"$got\", want version $version" >&2
+  exit 1
+fi
+say "verified: $got"
