@@ -15,6 +15,8 @@ package store
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -125,22 +127,30 @@ func Decode(b []byte, path string) (*State, error) {
 	if bytes.IndexByte(b, 0) >= 0 {
 		return nil, &DamagedError{Path: path, Reason: "contains NUL bytes"}
 	}
-	var probe struct {
-		Version int `json:"version"`
-	}
-	if err := json.Unmarshal(b, &probe); err != nil {
-		return nil, &DamagedError{Path: path, Reason: "not valid JSON", Err: err}
-	}
-	if probe.Version > Version {
-		return nil, &DamagedError{Path: path, Reason: fmt.Sprintf("written by a newer version (format %d, this binary reads up to %d)", probe.Version, Version)}
-	}
-	if probe.Version < 1 {
-		return nil, &DamagedError{Path: path, Reason: fmt.Sprintf("unknown format version %d", probe.Version)}
-	}
+	// One pass in the common case: the state of a busy node is read several
+	// times per CNI call. Only a file that does not decode is parsed again,
+	// to say why.
 	st := NewState()
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(st); err != nil {
-		return nil, &DamagedError{Path: path, Reason: "does not match the state schema", Err: err}
+	st.Version = 0
+	derr := json.Unmarshal(b, st)
+	version := st.Version
+	if derr != nil {
+		var probe struct {
+			Version int `json:"version"`
+		}
+		if err := json.Unmarshal(b, &probe); err != nil {
+			return nil, &DamagedError{Path: path, Reason: "not valid JSON", Err: err}
+		}
+		version = probe.Version
+	}
+	if version > Version {
+		return nil, &DamagedError{Path: path, Reason: fmt.Sprintf("written by a newer version (format %d, this binary reads up to %d)", version, Version)}
+	}
+	if version < 1 {
+		return nil, &DamagedError{Path: path, Reason: fmt.Sprintf("unknown format version %d", version)}
+	}
+	if derr != nil {
+		return nil, &DamagedError{Path: path, Reason: "does not match the state schema", Err: derr}
 	}
 	st.init()
 	if err := st.Validate(); err != nil {
@@ -157,6 +167,7 @@ func (s *Store) Update(fn func(*State) error) error {
 		return err
 	}
 	defer unlock()
+	s.sweep()
 
 	st, err := s.load()
 	switch {
@@ -207,6 +218,15 @@ func (s *Store) rebuild(cause error, damaged bool) (*State, error) {
 	return st, nil
 }
 
+// sweep removes the temporary files of writers killed before their rename.
+// Only a lock holder writes, so under the lock every one is abandoned.
+func (s *Store) sweep() {
+	tmps, _ := filepath.Glob(s.Path() + ".tmp-*")
+	for _, f := range tmps {
+		_ = os.Remove(f)
+	}
+}
+
 func (s *Store) write(st *State) error {
 	st.Version = Version
 	b, err := json.MarshalIndent(st, "", " ")
@@ -247,40 +267,107 @@ func (s *Store) write(st *State) error {
 // lock takes the state's exclusive lock.
 func (s *Store) lock() (func(), error) { return s.Lock(LockName) }
 
-// Lock takes an exclusive flock on a lock file of the state directory,
-// polling with a short backoff: the state lock is held for well under a
-// millisecond. Other lock files serialise rarer, longer work (setting up a
-// node's network) without holding up state updates.
+// Lock takes an exclusive flock on a lock file of the state directory. The
+// state lock is held for well under a millisecond; other lock files
+// serialise rarer, longer work (setting up a node's network, reading the
+// pool source) without holding up state updates.
 func (s *Store) Lock(name string) (func(), error) {
+	f, err := s.lockFile(filepath.Join(s.Dir, name))
+	if err != nil {
+		return nil, err
+	}
+	return func() { unlockFile(f) }, nil
+}
+
+// LockAttachment serialises the commands for one container interface: a
+// DEL that arrives while the container's ADD still runs waits for it, and
+// two ADDs for one container never build two attachments. Each attachment
+// has its own lock file; unlock(true) removes it, for when the attachment
+// is gone.
+func (s *Store) LockAttachment(containerID, ifName string) (unlock func(forget bool), err error) {
+	sum := sha256.Sum256([]byte(EndpointKey(containerID, ifName)))
+	path := filepath.Join(s.Dir, AttachmentLockPrefix+hex.EncodeToString(sum[:8])+".lock")
+	for {
+		f, err := s.lockFile(path)
+		if err != nil {
+			return nil, err
+		}
+		// A holder that removed the file released a lock nobody else can
+		// find: if the path now names another file (or none), start over.
+		var held, named unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &held); err != nil {
+			unlockFile(f)
+			return nil, fmt.Errorf("lock attachment: %w", err)
+		}
+		if unix.Stat(path, &named) != nil || named.Ino != held.Ino || named.Dev != held.Dev {
+			unlockFile(f)
+			continue
+		}
+		return func(forget bool) {
+			if forget {
+				_ = os.Remove(path)
+			}
+			unlockFile(f)
+		}, nil
+	}
+}
+
+// AttachmentLockPrefix starts the name of every attachment's lock file.
+const AttachmentLockPrefix = "attachment-"
+
+// lockFile opens and flocks path. Waiting happens in the kernel: hundreds
+// of processes polling a lock every few milliseconds starve its holder of
+// the CPU it needs to release it.
+func (s *Store) lockFile(path string) (*os.File, error) {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(s.Dir, name), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open state lock: %w", err)
 	}
-	deadline := time.Now().Add(LockTimeout)
-	wait := 50 * time.Microsecond
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			break
+	fd := int(f.Fd())
+	err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+	if err == nil {
+		return f, nil
+	}
+	if !errors.Is(err, unix.EWOULDBLOCK) {
+		f.Close()
+		return nil, fmt.Errorf("lock state: %w", err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		for {
+			err := unix.Flock(fd, unix.LOCK_EX)
+			if !errors.Is(err, unix.EINTR) {
+				got <- err
+				return
+			}
 		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+	}()
+	timer := time.NewTimer(LockTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-got:
+		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("lock state: %w", err)
 		}
-		if time.Now().After(deadline) {
+		return f, nil
+	case <-timer.C:
+		// The waiter may still be granted the lock: give it back then.
+		go func() {
+			if <-got == nil {
+				unlockFile(f)
+				return
+			}
 			f.Close()
-			return nil, fmt.Errorf("%w after %s (%s)", ErrLockTimeout, LockTimeout, f.Name())
-		}
-		time.Sleep(wait)
-		if wait < 2*time.Millisecond {
-			wait *= 2
-		}
+		}()
+		return nil, fmt.Errorf("%w after %s (%s)", ErrLockTimeout, LockTimeout, path)
 	}
-	return func() {
-		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
-		f.Close()
-	}, nil
+}
+
+func unlockFile(f *os.File) {
+	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	f.Close()
 }

@@ -405,3 +405,77 @@ func TestLockSecondFile(t *testing.T) {
 		t.Errorf("state dir (-want +got):\n%s", d)
 	}
 }
+
+// TestUpdateSweepsAbandonedTemporaryFiles: a writer killed between creating
+// its temporary file and renaming it leaves the file; the next update
+// removes it.
+func TestUpdateSweepsAbandonedTemporaryFiles(t *testing.T) {
+	dir := t.TempDir()
+	s := New(dir)
+	if err := s.Update(func(*State) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, s.Path()+".tmp-4242", []byte(`{"version":1,"allocat`))
+	if err := s.Update(func(*State) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := dirEntries(t, dir), []string{FileName, LockName}; !cmp.Equal(got, want) {
+		t.Errorf("after update: directory holds %v, want %v", got, want)
+	}
+}
+
+// TestLockAttachment: one container interface's lock is exclusive, other
+// interfaces' are not held up, and a lock whose holder removed the file on
+// release is still exclusive for the processes that were waiting on it.
+func TestLockAttachment(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := New(dir).LockAttachment("c1", "eth0")
+	if err != nil {
+		t.Fatalf("LockAttachment(c1, eth0): %v", err)
+	}
+	other, err := New(dir).LockAttachment("c2", "eth0")
+	if err != nil {
+		t.Fatalf("LockAttachment(c2, eth0) while c1's is held: %v", err)
+	}
+	other(true)
+
+	// Two waiters for c1; the holder removes the file on release. Both get
+	// the lock in turn, never together.
+	var mu sync.Mutex
+	holders, maxHolders := 0, 0
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u, err := New(dir).LockAttachment("c1", "eth0")
+			if err != nil {
+				t.Errorf("waiting LockAttachment(c1, eth0): %v", err)
+				return
+			}
+			mu.Lock()
+			holders++
+			maxHolders = max(maxHolders, holders)
+			mu.Unlock()
+			time.Sleep(50 * time.Millisecond)
+			mu.Lock()
+			holders--
+			mu.Unlock()
+			u(true)
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	if holders != 0 {
+		t.Errorf("%d waiters got c1's lock while it was held", holders)
+	}
+	mu.Unlock()
+	unlock(true)
+	wg.Wait()
+	if maxHolders != 1 {
+		t.Errorf("c1's lock was held by %d processes at once, want 1", maxHolders)
+	}
+	if got := dirEntries(t, dir); len(got) != 0 {
+		t.Errorf("after every holder forgot its attachment, the state dir holds %v, want nothing", got)
+	}
+}
