@@ -32,6 +32,10 @@ func (m *Manager) now() time.Time {
 // PoolID is the store key of the manager's pool.
 func (m *Manager) PoolID() string { return nic.FormatAzureMAC(m.MAC) }
 
+// poolLock serialises reading the pool source: a burst of ADDs on a cold
+// or exhausted cache queries the source once, not once per process.
+const poolLock = "pool.lock"
+
 // Pool returns the cached pool, re-reading the source first when it is
 // missing, stale, or has no free address.
 func (m *Manager) Pool(ctx context.Context) (*store.Pool, error) {
@@ -39,9 +43,30 @@ func (m *Manager) Pool(ctx context.Context) (*store.Pool, error) {
 	if err != nil && !store.IsDamaged(err) {
 		return nil, err
 	}
+	var seen time.Time
 	if err == nil {
 		p := st.Pools[m.PoolID()]
 		if !Stale(p, m.MaxAge, m.now()) && len(Free(st, p)) > 0 {
+			return p, nil
+		}
+		if p != nil {
+			seen = p.ReadAt
+		}
+	}
+	return m.refreshOnce(ctx, seen)
+}
+
+// refreshOnce re-reads the source unless another process did while this
+// one waited for the pool lock (the cached pool is no longer the one read
+// at seen): its answer is as fresh as ours would be.
+func (m *Manager) refreshOnce(ctx context.Context, seen time.Time) (*store.Pool, error) {
+	unlock, err := m.Store.Lock(poolLock)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if st, err := m.Store.Read(); err == nil {
+		if p := st.Pools[m.PoolID()]; p != nil && !p.ReadAt.Equal(seen) && !Stale(p, m.MaxAge, m.now()) {
 			return p, nil
 		}
 	}
@@ -80,8 +105,12 @@ func (m *Manager) Allocate(ctx context.Context, o Owner, record func(st *store.S
 	for {
 		var ip netip.Addr
 		var pool *store.Pool
+		var seen time.Time
 		err = m.Store.Update(func(st *store.State) error {
 			pool = st.Pools[p.ID]
+			if pool != nil {
+				seen = pool.ReadAt
+			}
 			if pool == nil {
 				pool = Merge(st, p)
 			}
@@ -99,7 +128,7 @@ func (m *Manager) Allocate(ctx context.Context, o Owner, record func(st *store.S
 		if errors.As(err, &ex) && !refreshed {
 			// The NIC may have been given more addresses since the pool was read.
 			refreshed = true
-			if p, err = m.Refresh(ctx); err != nil {
+			if p, err = m.refreshOnce(ctx, seen); err != nil {
 				return netip.Addr{}, nil, err
 			}
 			continue

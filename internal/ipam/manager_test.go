@@ -352,3 +352,38 @@ func TestManagerConcurrentAllocate(t *testing.T) {
 	}
 	t.Logf("%d concurrent first allocations queried the source %d times", pods, src.queries())
 }
+
+// TestManagerColdBurstQueriesOnce: processes that find the cache empty at
+// the same time wait for the one reading the source and use its answer.
+func TestManagerColdBurstQueriesOnce(t *testing.T) {
+	const pods = 30
+	dir := t.TempDir()
+	src := &fakeSource{t: t, secondaries: pods}
+	clk := &clock{now: t0}
+	release := make(chan struct{})
+	src.during = func(call int) {
+		if call == 1 {
+			<-release // hold the first query until every process is waiting
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, pods)
+	for i := 0; i < pods; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, errs[i] = newManager(t, dir, src, clk).Allocate(context.Background(), owner(fmt.Sprintf("c%02d", i)), nil)
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Allocate(c%02d): %v", i, err)
+		}
+	}
+	if got := src.queries(); got != 1 {
+		t.Errorf("%d processes on a cold cache queried the source %d times, want 1", pods, got)
+	}
+}
