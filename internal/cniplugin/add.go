@@ -37,12 +37,30 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 		return err
 	}
 	defer n.close()
+	n.host.Mark = tr.mark // split the kernel phase into the datapath's steps
+	// A DEL or another ADD of this container interface waits until this
+	// ADD has built (or undone) everything; a failed ADD leaves nothing.
+	unlock, err := n.store.LockAttachment(args.ContainerID, args.IfName)
+	if err != nil {
+		return err
+	}
+	defer func() { unlock(err != nil) }()
 	st, err := n.store.Read()
 	if err != nil && !store.IsDamaged(err) {
 		return err
 	}
 	if st == nil {
 		st = store.NewState()
+	}
+	if rec, ok := st.Endpoints[store.EndpointKey(args.ContainerID, args.IfName)]; ok {
+		// ADD again without DEL: an intact attachment is the answer; what
+		// an interrupted or superseded one left is removed and rebuilt.
+		if ep, err := n.intact(st, rec, args.Netns); err == nil {
+			return types.PrintResult(result(conf, ep, nil), conf.CNIVersion)
+		}
+		if err := n.teardown(st, args.ContainerID, args.IfName); err != nil {
+			return fmt.Errorf("remove the earlier attachment of %s/%s: %w", args.ContainerID, args.IfName, err)
+		}
 	}
 	if err := n.resolveMaster(st); err != nil {
 		return err
@@ -121,6 +139,39 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 
 	res := result(conf, ep, pool)
 	return types.PrintResult(res, conf.CNIVersion)
+}
+
+// intact returns the recorded endpoint if the kernel holds it as built, in
+// the namespace netns.
+func (n *node) intact(st *store.State, rec *store.Endpoint, netns string) (*datapath.Endpoint, error) {
+	if rec.Netns != netns || rec.Mode != n.conf.Mode {
+		return nil, fmt.Errorf("endpoint %s was built for netns %s in %s mode", rec.Key(), rec.Netns, rec.Mode)
+	}
+	ep := endpointOf(st, rec)
+	ep.Netns = netns
+	ep.HostMAC, _ = net.ParseMAC(rec.HostMAC)
+	if err := n.host.Check(ep, delRules(n.conf.Name, rec.Mode)); err != nil {
+		return nil, err
+	}
+	return ep, nil
+}
+
+// endpointOf is the datapath endpoint a record describes.
+func endpointOf(st *store.State, rec *store.Endpoint) *datapath.Endpoint {
+	mac, _ := net.ParseMAC(rec.PodMAC)
+	ep := &datapath.Endpoint{
+		Attachment: datapath.Attachment{Mode: rec.Mode, ContainerID: rec.ContainerID, IfName: rec.IfName, Network: rec.Network, IP: rec.IP, PodMAC: mac},
+		Mode:       rec.Mode,
+		Netns:      rec.Netns,
+		HostIf:     rec.HostIfName,
+		Gateway:    rec.Gateway,
+	}
+	if rec.Mode == netconf.ModeBridge {
+		if nw := st.Networks[rec.Network]; nw != nil {
+			ep.Bridge = nw.Bridge
+		}
+	}
+	return ep
 }
 
 func result(conf *netconf.NetConf, ep *datapath.Endpoint, pool *store.Pool) *current.Result {

@@ -9,7 +9,6 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/netconf"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
@@ -70,19 +69,8 @@ func (p *Plugin) check(args *skel.CmdArgs, tr *tracer) error {
 			return fmt.Errorf("prevResult MAC %s of %s differs from the endpoint's %s", i.Mac, args.IfName, rec.PodMAC)
 		}
 	}
-	mac, _ := net.ParseMAC(rec.PodMAC)
-	ep := &datapath.Endpoint{
-		Attachment: datapath.Attachment{ContainerID: rec.ContainerID, IfName: rec.IfName, Network: rec.Network, IP: rec.IP, PodMAC: mac},
-		Mode:       rec.Mode,
-		Netns:      args.Netns,
-		HostIf:     rec.HostIfName,
-		Gateway:    rec.Gateway,
-	}
-	if rec.Mode == netconf.ModeBridge {
-		if nw := st.Networks[conf.Name]; nw != nil {
-			ep.Bridge = nw.Bridge
-		}
-	}
+	ep := endpointOf(st, rec)
+	ep.Netns = args.Netns
 	return n.host.Check(ep, delRules(conf.Name, rec.Mode))
 }
 

@@ -1,6 +1,7 @@
 package cniplugin
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -30,6 +31,20 @@ func (p *Plugin) del(args *skel.CmdArgs, tr *tracer) error {
 		return err
 	}
 	defer n.close()
+	n.host.Mark = tr.mark // split the kernel phase into the datapath's steps
+	// Waits for an ADD of the same container interface still running.
+	unlock, err := n.store.LockAttachment(args.ContainerID, args.IfName)
+	if err != nil {
+		return err
+	}
+	err = n.remove(args.ContainerID, args.IfName, tr)
+	unlock(err == nil)
+	return err
+}
+
+// remove tears down one attachment and releases its address; the caller
+// holds the attachment's lock.
+func (n *node) remove(containerID, ifName string, tr *tracer) error {
 	st, err := n.store.Read()
 	if err != nil && !store.IsDamaged(err) {
 		return err
@@ -38,11 +53,11 @@ func (p *Plugin) del(args *skel.CmdArgs, tr *tracer) error {
 		st = store.NewState()
 	}
 	tr.mark("state")
-	if err := n.teardown(st, args.ContainerID, args.IfName); err != nil {
+	if err := n.teardown(st, containerID, ifName); err != nil {
 		return err
 	}
 	tr.mark("kernel")
-	_, err = p.release(n, args.ContainerID, args.IfName)
+	_, err = n.p.release(n, containerID, ifName)
 	tr.mark("ipam")
 	return err
 }
@@ -75,6 +90,24 @@ func (n *node) teardown(st *store.State, containerID, ifName string) error {
 	return n.host.Del(ep, delRules(n.conf.Name, ep.Mode))
 }
 
+// validAttachments returns GC's cni.dev/valid-attachments. libcni sends the
+// key with a null value when the runtime keeps no attachment at all: that
+// is an empty list (collect everything), not a missing one.
+func validAttachments(conf *netconf.NetConf, stdin []byte) (map[types.GCAttachment]bool, error) {
+	valid := map[types.GCAttachment]bool{}
+	if conf.ValidAttachments == nil {
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal(stdin, &raw); err != nil || raw["cni.dev/valid-attachments"] == nil {
+			return nil, &netconf.FieldError{Field: "cni.dev/valid-attachments", Problem: "required for GC"}
+		}
+		return valid, nil
+	}
+	for _, a := range *conf.ValidAttachments {
+		valid[a] = true
+	}
+	return valid, nil
+}
+
 // release frees the allocation and forgets the endpoint, in one update.
 func (p *Plugin) release(n *node, containerID, ifName string) ([]netip.Addr, error) {
 	m := &ipam.Manager{Store: n.store, Now: p.Now}
@@ -92,12 +125,9 @@ func (p *Plugin) gc(args *skel.CmdArgs, tr *tracer) error {
 	if err != nil {
 		return err
 	}
-	if conf.ValidAttachments == nil {
-		return &netconf.FieldError{Field: "cni.dev/valid-attachments", Problem: "required for GC"}
-	}
-	valid := map[types.GCAttachment]bool{}
-	for _, a := range *conf.ValidAttachments {
-		valid[a] = true
+	valid, err := validAttachments(conf, args.StdinData)
+	if err != nil {
+		return err
 	}
 	n, err := p.openNode(conf)
 	if err != nil {
@@ -136,12 +166,16 @@ func (p *Plugin) gc(args *skel.CmdArgs, tr *tracer) error {
 		if valid[a] {
 			continue
 		}
-		if err := n.teardown(st, a.ContainerID, a.IfName); err != nil {
+		unlock, err := n.store.LockAttachment(a.ContainerID, a.IfName)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("remove %s/%s: %w", a.ContainerID, a.IfName, err))
 			continue
 		}
-		if _, err := p.release(n, a.ContainerID, a.IfName); err != nil {
-			errs = append(errs, fmt.Errorf("release %s/%s: %w", a.ContainerID, a.IfName, err))
+		err = n.remove(a.ContainerID, a.IfName, tr)
+		unlock(err == nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("remove %s/%s: %w", a.ContainerID, a.IfName, err))
+			continue
 		}
 		p.Log.Info("gc removed attachment", "container", a.ContainerID, "ifname", a.IfName)
 	}

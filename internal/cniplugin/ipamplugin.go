@@ -135,12 +135,9 @@ func (p *Plugin) ipamGC(args *skel.CmdArgs, tr *tracer) error {
 		return err
 	}
 	defer n.close()
-	if n.conf.ValidAttachments == nil {
-		return &netconf.FieldError{Field: "cni.dev/valid-attachments", Problem: "required for GC"}
-	}
-	valid := map[types.GCAttachment]bool{}
-	for _, a := range *n.conf.ValidAttachments {
-		valid[a] = true
+	valid, err := validAttachments(n.conf, args.StdinData)
+	if err != nil {
+		return err
 	}
 	return n.store.Update(func(st *store.State) error {
 		for _, a := range st.SortedAllocations() {
