@@ -36,6 +36,16 @@ type Host struct {
 	// Sysctl writes a value under /proc/sys/net/ipv4/conf for an interface
 	// of the node's namespace.
 	Sysctl func(path, value string) error
+	// Mark, when set, is called as each step of Add and Del completes, with
+	// the step's name ("veth", "pod", "link", "nft"), so a caller can time
+	// the steps (the plugin's AZURE_VNET_TRACE phases).
+	Mark func(step string)
+}
+
+func (h *Host) mark(step string) {
+	if h.Mark != nil {
+		h.Mark(step)
+	}
 }
 
 // NewHost returns a Host for the calling process's namespace.
@@ -153,10 +163,12 @@ func (h *Host) Add(ep *Endpoint, r Rules) (err error) {
 	if err := setMasterAndAlias(host.Attrs().Index, masterIdx, ep.Attachment.Alias()); err != nil {
 		return fmt.Errorf("configure %s: %w", ep.HostIf, err)
 	}
+	h.mark("veth")
 
 	if err := configurePod(ph, ep); err != nil {
 		return err
 	}
+	h.mark("pod")
 
 	switch ep.Mode {
 	case ModeBridge:
@@ -181,11 +193,13 @@ func (h *Host) Add(ep *Endpoint, r Rules) (err error) {
 			return fmt.Errorf("add route %s dev %s: %w", ep.IP.Addr(), ep.HostIf, err)
 		}
 	}
+	h.mark("link")
 
 	pe := PodElem{HostIf: ep.HostIf, MAC: ep.PodMAC, IP: ep.IP.Addr()}
 	if err := r.AddPod(h.NFT, pe); err != nil {
 		return err
 	}
+	h.mark("nft")
 	return nil
 }
 
@@ -237,6 +251,7 @@ func (h *Host) Del(ep *Endpoint, r Rules) error {
 			errs = append(errs, err)
 		}
 	}
+	h.mark("nft")
 	if l, err := h.Netlink.LinkByName(ep.HostIf); err == nil {
 		if err := h.Netlink.LinkDel(l); err != nil && !isLinkNotFound(err) && !errors.Is(err, unix.ENODEV) {
 			errs = append(errs, fmt.Errorf("delete %s: %w", ep.HostIf, err))
@@ -244,6 +259,7 @@ func (h *Host) Del(ep *Endpoint, r Rules) error {
 	} else if !isLinkNotFound(err) {
 		errs = append(errs, fmt.Errorf("find %s: %w", ep.HostIf, err))
 	}
+	h.mark("veth")
 	return errors.Join(errs...)
 }
 
