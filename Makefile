@@ -12,7 +12,7 @@ CNI_PLUGINS := github.com/containernetworking/plugins/plugins/meta/portmap \
 	github.com/containernetworking/plugins/plugins/main/bridge \
 	github.com/containernetworking/plugins/plugins/ipam/host-local
 
-.PHONY: all setup build test unit e2e demo lab-down clean
+.PHONY: all setup build test unit e2e demo lab-down bench clean
 
 all: build
 
@@ -42,6 +42,15 @@ demo: build
 
 lab-down:
 	$(BIN)/vnetctl lab down
+
+# Benchmarks against the reference plugins, on a lab of its own: pod setup
+# one at a time and in bursts, footprint, profile, datapath. Writes
+# docs/benchmarks.md and docs/bench/ (about ten minutes; needs root).
+# BENCH_QUICK=1: a smoke run that writes to a temporary directory.
+bench: build
+	@./scripts/setup-bench.sh
+	go build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/vnetbench
+	$(BIN)/vnetbench -bin $(BIN)
 
 clean:
 	rm -rf $(BIN) dist
