@@ -197,6 +197,9 @@ func (n *node) ensureNetwork(st *store.State, pool *store.Pool) (datapath.Rules,
 		if err := b.Ensure(n.host.Netlink, saved, persist); err != nil {
 			return r, fmt.Errorf("set up bridge %s: %w", n.bridge, err)
 		}
+		if n.host.Mark != nil {
+			n.host.Mark("bridge") // AZURE_VNET_TRACE: the move to the bridge
+		}
 		// Redirected pod traffic leaves through the interface it came in
 		// by: the node must route it without telling the pod to go direct.
 		for _, s := range []string{"net/ipv4/conf/all/send_redirects", "net/ipv4/conf/" + n.bridge + "/send_redirects"} {
