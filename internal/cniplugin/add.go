@@ -46,7 +46,8 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 	}
 	defer func() { unlock(err != nil) }()
 	st, err := n.store.Read()
-	if err != nil && !store.IsDamaged(err) {
+	damaged := store.IsDamaged(err)
+	if err != nil && !damaged {
 		return err
 	}
 	if st == nil {
@@ -80,6 +81,23 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 		return err
 	}
 	tr.mark("network")
+	// An address the datapath still gives a pod is never handed out again,
+	// even if the state (restored from an old copy, say) has it free.
+	held, err := rules.Pods(n.host.NFT)
+	if err != nil {
+		return err
+	}
+	mgr.Avoid = map[netip.Addr]bool{}
+	var unrecorded []string
+	for _, e := range held {
+		mgr.Avoid[e.IP] = true
+		if _, ok := st.Allocations[e.IP.String()]; !ok && !damaged {
+			unrecorded = append(unrecorded, e.IP.String())
+		}
+	}
+	if len(unrecorded) > 0 {
+		p.Log.Warn("pods hold addresses the state does not record; they are not handed out (vnetctl doctor --fix records them)", "addresses", unrecorded)
+	}
 
 	ep := &datapath.Endpoint{
 		Attachment: datapath.Attachment{Mode: conf.Mode, ContainerID: args.ContainerID, IfName: args.IfName, Network: conf.Name, PodMAC: datapath.RandomMAC()},

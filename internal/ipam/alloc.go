@@ -23,10 +23,15 @@ type ExhaustedError struct {
 	Subnet netip.Prefix
 	Total  int // secondary addresses on the NIC
 	InUse  int // of those, allocated
+	Held   int // of the others, still given to pods the state does not record
 }
 
 func (e *ExhaustedError) Error() string {
-	return fmt.Sprintf("no free address on NIC %s (subnet %s): the NIC has %d secondary addresses, %d in use", e.Pool, e.Subnet, e.Total, e.InUse)
+	s := fmt.Sprintf("no free address on NIC %s (subnet %s): the NIC has %d secondary addresses, %d in use", e.Pool, e.Subnet, e.Total, e.InUse)
+	if e.Held > 0 {
+		s += fmt.Sprintf(" and %d held by pods the state does not record", e.Held)
+	}
+	return s
 }
 
 // Owner identifies who asks for an address.
@@ -75,12 +80,27 @@ func InUse(st *store.State, p *store.Pool) int {
 // chosen, so a just-freed address is not reused while peers may still have it
 // in their ARP and conntrack tables.
 func Allocate(st *store.State, p *store.Pool, o Owner, now time.Time) (netip.Addr, error) {
+	return allocate(st, p, o, now, nil)
+}
+
+// allocate is Allocate that never chooses an address in avoid.
+func allocate(st *store.State, p *store.Pool, o Owner, now time.Time, avoid map[netip.Addr]bool) (netip.Addr, error) {
 	if a, ok := st.AllocationFor(o.ContainerID, o.IfName); ok {
 		return a.IP, nil
 	}
 	free := Free(st, p)
+	held := 0
+	if len(avoid) > 0 {
+		free = slices.DeleteFunc(free, func(a netip.Addr) bool {
+			if avoid[a] {
+				held++
+				return true
+			}
+			return false
+		})
+	}
 	if len(free) == 0 {
-		return netip.Addr{}, &ExhaustedError{Pool: p.ID, Subnet: p.Subnet, Total: len(p.Addresses), InUse: InUse(st, p)}
+		return netip.Addr{}, &ExhaustedError{Pool: p.ID, Subnet: p.Subnet, Total: len(p.Addresses), InUse: InUse(st, p), Held: held}
 	}
 	best := free[0]
 	for _, a := range free[1:] {

@@ -20,6 +20,10 @@ type Manager struct {
 	MAC    net.HardwareAddr // the NIC whose secondaries form the pool
 	MaxAge time.Duration    // re-read the source when the cache is older
 	Now    func() time.Time
+	// Avoid holds addresses never to hand out, whatever the state says:
+	// the node's kernel still gives them to pods (a state file restored
+	// from an old copy does not know them).
+	Avoid map[netip.Addr]bool
 }
 
 func (m *Manager) now() time.Time {
@@ -115,7 +119,7 @@ func (m *Manager) Allocate(ctx context.Context, o Owner, record func(st *store.S
 				pool = Merge(st, p)
 			}
 			var err error
-			ip, err = Allocate(st, pool, o, m.now())
+			ip, err = allocate(st, pool, o, m.now(), m.Avoid)
 			if err != nil {
 				return err
 			}

@@ -387,3 +387,25 @@ func TestManagerColdBurstQueriesOnce(t *testing.T) {
 		t.Errorf("%d processes on a cold cache queried the source %d times, want 1", pods, got)
 	}
 }
+
+// TestManagerAvoid: addresses the kernel still gives pods are skipped even
+// when the state has them free, and an exhausted pool says so.
+func TestManagerAvoid(t *testing.T) {
+	src := &fakeSource{t: t, secondaries: 3}
+	m := newManager(t, t.TempDir(), src, &clock{now: t0})
+	m.Avoid = map[netip.Addr]bool{secondary(0): true, secondary(2): true}
+	ip, _, err := m.Allocate(context.Background(), owner("c1"), nil)
+	if err != nil || ip != secondary(1) {
+		t.Fatalf("Allocate(c1) avoiding %v and %v = %v, %v; want %v", secondary(0), secondary(2), ip, err, secondary(1))
+	}
+	_, _, err = m.Allocate(context.Background(), owner("c2"), nil)
+	want := "the NIC has 3 secondary addresses, 1 in use and 2 held by pods the state does not record"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Allocate(c2) = %v, want an error saying %q", err, want)
+	}
+	// The owner's own address is its own, avoided or not.
+	m.Avoid[secondary(1)] = true
+	if again, _, err := m.Allocate(context.Background(), owner("c1"), nil); err != nil || again != ip {
+		t.Errorf("repeated Allocate(c1) = %v, %v; want %v", again, err, ip)
+	}
+}
