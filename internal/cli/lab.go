@@ -14,6 +14,7 @@ import (
 
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
 	"github.com/vnetcni/vnetcni/internal/lab"
+	"github.com/vnetcni/vnetcni/internal/runtimes"
 )
 
 func init() { extraCommands = append(extraCommands, newLabCmd) }
@@ -150,9 +151,10 @@ func labPlanCmd() *cobra.Command {
 func labPodsCmd(name *string) *cobra.Command {
 	c := &cobra.Command{Use: "pods", Short: "Add, remove and list the lab's pods"}
 	var ports []string
+	var runtime string
 	add := &cobra.Command{
 		Use:   "add VM POD",
-		Short: "Create a pod on a VM, attached by the VM's plugins through libcni",
+		Short: "Create a pod on a VM, attached by the VM's plugins through libcni (or --runtime containerd)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var pms []cnirunner.PortMapping
@@ -163,7 +165,8 @@ func labPodsCmd(name *string) *cobra.Command {
 				}
 				pms = append(pms, pm)
 			}
-			p, err := lab.AddPod(cmd.Context(), *name, args[0], args[1], pms)
+			pause := filepath.Join(defaultBinDir(), runtimes.PauseBinaryName)
+			p, err := lab.AddRuntimePod(cmd.Context(), *name, args[0], args[1], runtime, pause, pms)
 			if err != nil {
 				return err
 			}
@@ -172,6 +175,7 @@ func labPodsCmd(name *string) *cobra.Command {
 		},
 	}
 	add.Flags().StringArrayVarP(&ports, "port", "p", nil, "host port mapping HOSTPORT:CONTAINERPORT[/tcp|udp] (portmap)")
+	add.Flags().StringVar(&runtime, "runtime", lab.RuntimeLibcni, "libcni, or containerd: a pod sandbox through the CRI of a containerd started in the VM")
 	del := &cobra.Command{
 		Use:   "del VM POD",
 		Short: "Detach and remove a pod",

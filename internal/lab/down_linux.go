@@ -22,6 +22,10 @@ func Down(name string) error {
 	var errs []error
 	l, err := Load(name)
 	if err == nil {
+		// Runtimes first: their sandboxes' DELs run while the VMs exist.
+		if err := stopRuntimes(l); err != nil {
+			errs = append(errs, err)
+		}
 		if pid, ok := l.daemonPID(); ok {
 			if err := stopProcess(pid); err != nil {
 				errs = append(errs, err)

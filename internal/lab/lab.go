@@ -67,6 +67,8 @@ type Pod struct {
 	ContainerID string                  `json:"containerID"`
 	IP          netip.Addr              `json:"ip"`
 	Ports       []cnirunner.PortMapping `json:"ports,omitempty"`
+	// Runtime made the pod: empty for libcni, or RuntimeContainerd.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // Dir is the lab's run directory.

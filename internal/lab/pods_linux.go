@@ -100,6 +100,9 @@ func DelPod(ctx context.Context, name, vm, pod string) error {
 	if found != nil {
 		p = *found
 	}
+	if p.Runtime == RuntimeContainerd {
+		return delRuntimePod(ctx, l, p)
+	}
 	var errs []error
 	if _, err := l.VMSpec(vm); err == nil {
 		r := l.Runner(vm)

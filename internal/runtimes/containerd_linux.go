@@ -42,12 +42,12 @@ func StartContainerd(ctx context.Context, n Node, dir string, o ContainerdOption
 	if err != nil {
 		return nil, err
 	}
-	c := &Containerd{Node: n, Dir: dir, CRI: o.CRI, Snapshotter: "native"}
+	c := ContainerdAt(n, dir, o.CRI)
+	c.Snapshotter = "native"
 	if overlaySupported(dir) {
 		c.Snapshotter = "overlayfs"
 	}
-	cfg := filepath.Join(dir, "config.toml")
-	c.d = daemon{name: "containerd for " + n.Name, pidFile: filepath.Join(dir, "containerd.pid"), marker: cfg}
+	cfg := c.d.marker
 	if _, ok := c.d.running(); !ok {
 		if err := os.WriteFile(cfg, []byte(ContainerdConfig(dir, n, c.Snapshotter, o.CRI)), 0o644); err != nil {
 			return nil, err
@@ -104,6 +104,17 @@ func (c *Containerd) Import(ctx context.Context, tarball string) error {
 // EnsurePauseImage imports the sandbox image built from the pause binary
 // unless the runtime has it.
 func (c *Containerd) EnsurePauseImage(ctx context.Context, pauseBinary string) error {
+	tarball := filepath.Join(c.Dir, "pause-image.tar")
+	return c.ensurePause(ctx, func() (string, error) { return tarball, WritePauseImage(pauseBinary, tarball) })
+}
+
+// EnsurePauseImageTar imports a pause image tarball unless the runtime has
+// the image.
+func (c *Containerd) EnsurePauseImageTar(ctx context.Context, tarball string) error {
+	return c.ensurePause(ctx, func() (string, error) { return tarball, nil })
+}
+
+func (c *Containerd) ensurePause(ctx context.Context, tarball func() (string, error)) error {
 	cl, err := cri.Dial(c.Socket())
 	if err != nil {
 		return err
@@ -112,11 +123,11 @@ func (c *Containerd) EnsurePauseImage(ctx context.Context, pauseBinary string) e
 	if ok, err := cl.HasImage(ctx, PauseImage); err != nil || ok {
 		return err
 	}
-	tarball := filepath.Join(c.Dir, "pause-image.tar")
-	if err := WritePauseImage(pauseBinary, tarball); err != nil {
+	tar, err := tarball()
+	if err != nil {
 		return err
 	}
-	if err := c.Import(ctx, tarball); err != nil {
+	if err := c.Import(ctx, tar); err != nil {
 		return err
 	}
 	// The CRI plugin learns of the image from an event: wait for it.
@@ -178,4 +189,15 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return "  " + strings.Join(lines, "\n  ")
+}
+
+// ContainerdAt describes the containerd of a node under dir without
+// starting it, to stop one started earlier (by another process).
+func ContainerdAt(n Node, dir string, cri bool) *Containerd {
+	if r, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = r
+	}
+	cfg := filepath.Join(dir, "config.toml")
+	return &Containerd{Node: n, Dir: dir, CRI: cri,
+		d: daemon{name: "containerd for " + n.Name, pidFile: filepath.Join(dir, "containerd.pid"), marker: cfg}}
 }

@@ -83,22 +83,30 @@ func (d daemon) running() (int, bool) {
 }
 
 // isProcess reports whether pid is alive (not a zombie) and its command
-// line has an argument equal to marker.
+// line has an argument equal to marker (or ending in "="+marker).
 func isProcess(pid int, marker string) bool {
-	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || zombie(st) {
-		return false
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return false
-	}
-	for _, a := range bytes.Split(cmdline, []byte{0}) {
-		s := string(a)
-		if s == marker || strings.HasSuffix(s, "="+marker) {
-			return true
+	for i := 0; ; i++ {
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || zombie(st) {
+			return false
 		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			return false
+		}
+		// A process in the middle of execve (nsenter becoming the daemon)
+		// briefly shows an empty command line: look again.
+		if len(cmdline) == 0 && i < 100 {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		for _, a := range bytes.Split(cmdline, []byte{0}) {
+			s := string(a)
+			if s == marker || strings.HasSuffix(s, "="+marker) {
+				return true
+			}
+		}
+		return false
 	}
-	return false
 }
 
 func zombie(stat []byte) bool {

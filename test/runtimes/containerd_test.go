@@ -37,7 +37,7 @@ func TestContainerdCRI(t *testing.T) {
 			}
 		})
 		s.ctd = ctd
-		if err := ctd.Import(ctx, pauseTar); err != nil {
+		if err := ctd.EnsurePauseImageTar(ctx, pauseTar); err != nil {
 			t.Fatal(err)
 		}
 		if s.client, err = cri.Dial(ctd.Socket()); err != nil {
@@ -50,20 +50,6 @@ func TestContainerdCRI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The CRI plugin learns of the imported image from an event.
-	for _, s := range sides {
-		for {
-			ok, err := s.client.HasImage(ctx, runtimes.PauseImage)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ok {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-
 	for i, s := range sides {
 		sb := cri.Sandbox{Name: fmt.Sprintf("cripod-%d", i), Namespace: "team-cri", UID: "uid-" + randHex(12),
 			CgroupParent: s.ctd.Node.CgroupParent("containerd")}

@@ -18,6 +18,11 @@ import (
 // dockerRun runs scripts/docker-run.sh against a private dockerd, with the
 // plugins running in the VM's namespace, and returns its standard output.
 func dockerRun(ctx context.Context, k *runtimes.Docker, vm string, args ...string) (string, error) {
+	return dockerRunEnv(ctx, k, vm, nil, args...)
+}
+
+// dockerRunEnv is dockerRun with extra environment, which wins.
+func dockerRunEnv(ctx context.Context, k *runtimes.Docker, vm string, env []string, args ...string) (string, error) {
 	d := theLab.VMDir(vm)
 	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot, "scripts", "docker-run.sh"), args...)
 	cmd.Env = append(os.Environ(),
@@ -30,7 +35,7 @@ func dockerRun(ctx context.Context, k *runtimes.Docker, vm string, args ...strin
 		"VNET_HOST_NETNS="+vmNetNS(vm),
 		"VNETCTL="+filepath.Join(binDir, "vnetctl"),
 	)
-	cmd.Env = append(cmd.Env, theLab.Runner(vm).Env...)
+	cmd.Env = append(append(cmd.Env, theLab.Runner(vm).Env...), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

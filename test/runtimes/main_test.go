@@ -35,6 +35,7 @@ const EnvRun = "VNETCNI_RUNTIMES"
 
 var (
 	binDir     string   // the plugins, vnetctl, vnetcni-pause
+	pauseBin   string   // the sandbox image's binary
 	pauseTar   string   // the sandbox image tarball
 	cnitool    string   // cnitool's path
 	theLab     *lab.Lab // the lab every test uses
@@ -100,6 +101,7 @@ func setup(m *testing.M) (int, error) {
 			return 1, fmt.Errorf("build the pause binary: %v\n%s", err, out)
 		}
 	}
+	pauseBin = pause
 	pauseTar = filepath.Join(tmp, "pause-image.tar")
 	if err := runtimes.WritePauseImage(pause, pauseTar); err != nil {
 		return 1, err
@@ -122,8 +124,30 @@ func setup(m *testing.M) (int, error) {
 		fmt.Println("runtimes: lab down:", err)
 		code = 1
 	}
+	if left := processesUnder(lab.Dir(name)); len(left) > 0 {
+		fmt.Println("runtimes: processes left after lab down:", left)
+		code = 1
+	}
 	printSummary()
 	return code, nil
+}
+
+// processesUnder lists processes whose command line names a path under
+// dir (the runtimes' daemons and shims carry their config or socket).
+func processesUnder(dir string) []string {
+	var left []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || e.Name() == "self" {
+			continue
+		}
+		cmd := strings.ReplaceAll(string(b), "\x00", " ")
+		if strings.Contains(cmd, dir) || strings.Contains(cmd, strings.Replace(dir, "/var/run/", "/run/", 1)) {
+			left = append(left, e.Name()+": "+cmd)
+		}
+	}
+	return left
 }
 
 func findCNITool() (string, error) {
