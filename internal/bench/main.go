@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,10 +32,37 @@ func mainWith(args []string, stdout, stderr io.Writer) int {
 	binDir := fs.String("bin", defaultBinDir(), "directory with azure-vnet, azure-vnet-ipam, bridge and host-local")
 	out := fs.String("out", "", "directory for benchmarks.md and bench/ (default docs, or a new temporary directory with -quick)")
 	work := fs.String("work", defaultWorkDir(), "scratch directory for plugin state, caches and logs (tmpfs, like /var/run)")
+	pods := fs.Int("pods", 0, "pods per variant in the one-at-a-time benchmark (default 200, 10 with -quick)")
+	burstList := fs.String("bursts", "", "comma-separated burst sizes (default 16,64,250; 16 with -quick)")
+	burstRounds := fs.Int("burst-rounds", 0, "rounds per burst size (default 3)")
+	dpRounds := fs.Int("datapath-rounds", -1, "datapath rounds; 0 skips the datapath (default 3)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
 	cfg := DefaultConfig(*quick)
+	if *pods > 0 {
+		cfg.Pods = *pods
+	}
+	if *burstList != "" {
+		cfg.Bursts = nil
+		for _, f := range strings.Split(*burstList, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				fmt.Fprintf(stderr, "vnetbench: -bursts %q: want positive numbers\n", *burstList)
+				return 2
+			}
+			cfg.Bursts = append(cfg.Bursts, n)
+		}
+	}
+	if *burstRounds > 0 {
+		cfg.BurstRounds = *burstRounds
+	}
+	if *dpRounds >= 0 {
+		cfg.DatapathRounds = *dpRounds
+	}
+	if n := slices.Max(cfg.Bursts); n > cfg.Secondaries {
+		cfg.Secondaries = n
+	}
 	cfg.BinDir = *binDir
 	cfg.WorkDir = *work
 	cfg.Command = command(args, *quick)
