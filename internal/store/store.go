@@ -285,8 +285,7 @@ func (s *Store) Lock(name string) (func(), error) {
 // has its own lock file; unlock(true) removes it, for when the attachment
 // is gone.
 func (s *Store) LockAttachment(containerID, ifName string) (unlock func(forget bool), err error) {
-	sum := sha256.Sum256([]byte(EndpointKey(containerID, ifName)))
-	path := filepath.Join(s.Dir, AttachmentLockPrefix+hex.EncodeToString(sum[:8])+".lock")
+	path := filepath.Join(s.Dir, AttachmentLockName(containerID, ifName))
 	for {
 		f, err := s.lockFile(path)
 		if err != nil {
@@ -314,6 +313,12 @@ func (s *Store) LockAttachment(containerID, ifName string) (unlock func(forget b
 
 // AttachmentLockPrefix starts the name of every attachment's lock file.
 const AttachmentLockPrefix = "attachment-"
+
+// AttachmentLockName is the name of a container interface's lock file.
+func AttachmentLockName(containerID, ifName string) string {
+	sum := sha256.Sum256([]byte(EndpointKey(containerID, ifName)))
+	return AttachmentLockPrefix + hex.EncodeToString(sum[:8]) + ".lock"
+}
 
 // lockFile opens and flocks path. Waiting happens in the kernel: hundreds
 // of processes polling a lock every few milliseconds starve its holder of
