@@ -932,3 +932,48 @@ func (l *lab) countingWireserver(t testing.TB) func() int {
 	}
 	return func() int { return int(queries.Load()) }
 }
+
+// vnetctl runs `vnetctl ARGS --netns VM --state-dir STATE` for the node and
+// returns its stdout and exit status.
+func (n *node) vnetctl(t testing.TB, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "vnetctl"), append(args, "--netns", n.ns, "--state-dir", n.stateDir())...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return stdout.String(), 0
+	case errors.As(err, &ee):
+		if stderr.Len() > 0 {
+			t.Logf("vnetctl %v: stderr: %s", args, stderr.String())
+		}
+		return stdout.String(), ee.ExitCode()
+	}
+	t.Fatalf("vnetctl %v: %v", args, err)
+	return "", 0
+}
+
+// doctorKinds runs vnetctl doctor or gc with -o json and returns the
+// findings as "kind subject", and the exit status.
+func (n *node) doctorKinds(t testing.TB, args ...string) (found, remaining []string, code int) {
+	t.Helper()
+	out, code := n.vnetctl(t, append(args, "-o", "json")...)
+	var r struct {
+		Found, Remaining []struct {
+			Kind, Subject, FixError string
+			Fixed                   bool
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("vnetctl %v: output %q: %v", args, out, err)
+	}
+	for _, f := range r.Found {
+		found = append(found, f.Kind+" "+f.Subject)
+	}
+	for _, f := range r.Remaining {
+		remaining = append(remaining, f.Kind+" "+f.Subject)
+	}
+	return found, remaining, code
+}
