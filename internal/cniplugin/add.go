@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/vnetcni/vnetcni/internal/datapath"
@@ -28,6 +31,9 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 		return err
 	}
 	if err := checkNetNS(args.Netns); err != nil {
+		return err
+	}
+	if err := checkRecordable(conf.Name, args.ContainerID); err != nil {
 		return err
 	}
 	tr.mark("config")
@@ -62,6 +68,9 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 		if err := n.teardown(st, args.ContainerID, args.IfName); err != nil {
 			return fmt.Errorf("remove the earlier attachment of %s/%s: %w", args.ContainerID, args.IfName, err)
 		}
+	}
+	if err := checkIfName(args.Netns, args.IfName); err != nil {
+		return err
 	}
 	if err := n.resolveMaster(st); err != nil {
 		return err
@@ -211,18 +220,64 @@ func result(conf *netconf.NetConf, ep *datapath.Endpoint, pool *store.Pool) *cur
 	}
 }
 
-// checkNetNS verifies CNI_NETNS names a network namespace before anything
-// is allocated for it.
+// checkNetNS verifies CNI_NETNS names a network namespace, and not the
+// plugin's own, before anything is allocated for it.
 func checkNetNS(path string) error {
 	if path == "" {
 		return withKind(errNetNS, fmt.Errorf("CNI_NETNS is empty"))
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(path, &st); err != nil {
+	f, err := os.Open(path)
+	if err != nil {
 		return withKind(errNetNS, fmt.Errorf("CNI_NETNS %s: %w", path, err))
 	}
-	if st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC {
+	defer f.Close()
+	// Any namespace file passes a file-system check; only this tells a
+	// network namespace from a mount namespace.
+	if t, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE); err != nil || t != unix.CLONE_NEWNET {
 		return withKind(errNetNS, fmt.Errorf("CNI_NETNS %s is not a network namespace", path))
+	}
+	var pod, own unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &pod) == nil && unix.Stat("/proc/self/ns/net", &own) == nil && pod.Dev == own.Dev && pod.Ino == own.Ino {
+		return withKind(errNetNS, fmt.Errorf("CNI_NETNS %s is the plugin's own network namespace, not a pod's", path))
+	}
+	return nil
+}
+
+// Limits that keep an attachment recordable in its host veth's alias,
+// which the kernel caps at 255 bytes: "azure-vnet MODE NETWORK CONTAINER
+// IFNAME ADDRESS/BITS MAC" (62 bytes with the longest mode, interface
+// name, address and MAC).
+const (
+	maxNetworkName = 48
+	maxContainerID = 128
+)
+
+// checkRecordable rejects a network name or container ID too long for the
+// alias, before anything is set up for them.
+func checkRecordable(network, containerID string) error {
+	if len(network) > maxNetworkName {
+		return &netconf.FieldError{Field: "name", Value: network[:16] + "...", Problem: fmt.Sprintf("longer than %d characters", maxNetworkName)}
+	}
+	if len(containerID) > maxContainerID {
+		return withKind(errArgs, fmt.Errorf("CNI_CONTAINERID is %d characters long, at most %d are supported", len(containerID), maxContainerID))
+	}
+	return nil
+}
+
+// checkIfName verifies CNI_IFNAME is free in the pod.
+func checkIfName(netns, ifName string) error {
+	ns, err := vnetns.GetFromPath(netns)
+	if err != nil {
+		return withKind(errNetNS, fmt.Errorf("CNI_NETNS %s: %w", netns, err))
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return withKind(errNetNS, fmt.Errorf("CNI_NETNS %s: %w", netns, err))
+	}
+	defer h.Close()
+	if _, err := h.LinkByName(ifName); err == nil {
+		return withKind(errArgs, fmt.Errorf("CNI_IFNAME %s already exists in the pod's namespace %s", ifName, netns))
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package cniplugin
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -59,6 +60,10 @@ func (n *node) resolveMaster(st *store.State) error {
 	h := n.host.Netlink
 	if name != "" {
 		l, err := h.LinkByName(name)
+		var lnf netlink.LinkNotFoundError
+		if errors.As(err, &lnf) && n.conf.Master != "" {
+			return &netconf.FieldError{Field: "master", Value: name, Problem: "no such interface on the node"}
+		}
 		if err != nil {
 			return fmt.Errorf("find master interface %s: %w", name, err)
 		}
