@@ -79,9 +79,13 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 
 	mgr := n.manager()
 	ctx := context.Background()
-	pool, err := mgr.Pool(ctx)
-	if err != nil {
-		return withKind(errSource, err)
+	// The state just read usually holds a fresh pool with free addresses:
+	// use it instead of reading and decoding the file again.
+	pool := st.Pools[mgr.PoolID()]
+	if damaged || ipam.Stale(pool, mgr.MaxAge, p.Now()) || len(ipam.Free(st, pool)) == 0 {
+		if pool, err = mgr.Pool(ctx); err != nil {
+			return withKind(errSource, err)
+		}
 	}
 	tr.mark("pool")
 
