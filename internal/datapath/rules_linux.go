@@ -317,35 +317,50 @@ func (r Rules) AddPod(c *nftables.Conn, p PodElem) error {
 // DelPod removes a pod's elements; elements already gone are not an error.
 func (r Rules) DelPod(c *nftables.Conn, p PodElem) error {
 	t := r.tables()
-	var errs []error
-	del := func(s *nftables.Set, e nftables.SetElement) {
-		// Adding then deleting in one transaction succeeds whether or not
-		// the element existed.
-		if err := c.SetAddElements(s, []nftables.SetElement{e}); err != nil {
-			errs = append(errs, err)
-			return
+	type elem struct {
+		set *nftables.Set
+		nftables.SetElement
+	}
+	var elems []elem
+	if r.Mode == ModeBridge {
+		if p.MAC != nil {
+			elems = append(elems, elem{t.podMACs, nftables.SetElement{Key: macKey(p)}})
 		}
-		if err := c.SetDeleteElements(s, []nftables.SetElement{{Key: e.Key}}); err != nil {
+		elems = append(elems, elem{t.brPodIPs, nftables.SetElement{Key: ipKey(p)}},
+			elem{t.pods, nftables.SetElement{Key: nft.IPv4Key(p.IP), Val: orZeroMAC(p.MAC)}})
+	} else {
+		elems = append(elems, elem{t.podsL3, nftables.SetElement{Key: ipKey(p)}})
+	}
+	// Adding then deleting in one transaction succeeds whether or not the
+	// element existed. All elements go in one transaction first, the
+	// common case; if that fails, element by element.
+	queue := func(e elem) error {
+		if err := c.SetAddElements(e.set, []nftables.SetElement{e.SetElement}); err != nil {
+			return err
+		}
+		return c.SetDeleteElements(e.set, []nftables.SetElement{{Key: e.Key}})
+	}
+	var errs []error
+	for _, e := range elems {
+		errs = append(errs, queue(e))
+	}
+	if err := errors.Join(errs...); err == nil && c.Flush() == nil {
+		return nil
+	}
+	errs = nil
+	for _, e := range elems {
+		if err := queue(e); err != nil {
 			errs = append(errs, err)
-			return
+			continue
 		}
 		if err := c.Flush(); err != nil && !isNotFound(err) {
 			// A map element with another value: delete by key alone.
-			if derr := c.SetDeleteElements(s, []nftables.SetElement{{Key: e.Key}}); derr == nil {
+			if derr := c.SetDeleteElements(e.set, []nftables.SetElement{{Key: e.Key}}); derr == nil {
 				if ferr := c.Flush(); ferr != nil && !isNotFound(ferr) {
-					errs = append(errs, fmt.Errorf("%s: %w", s.Name, ferr))
+					errs = append(errs, fmt.Errorf("%s: %w", e.set.Name, ferr))
 				}
 			}
 		}
-	}
-	if r.Mode == ModeBridge {
-		if p.MAC != nil {
-			del(t.podMACs, nftables.SetElement{Key: macKey(p)})
-		}
-		del(t.brPodIPs, nftables.SetElement{Key: ipKey(p)})
-		del(t.pods, nftables.SetElement{Key: nft.IPv4Key(p.IP), Val: orZeroMAC(p.MAC)})
-	} else {
-		del(t.podsL3, nftables.SetElement{Key: ipKey(p)})
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("remove pod %s from %s: %w", p.IP, TableName(r.Network), err)
