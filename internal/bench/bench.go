@@ -108,15 +108,17 @@ type Params struct {
 
 // Machine describes where the run happened, and how busy it was.
 type Machine struct {
-	CPU        string `json:"cpu"`
-	Cores      int    `json:"cores"`
-	MemoryGiB  int    `json:"memory_gib"`
-	Kernel     string `json:"kernel"`
-	Go         string `json:"go"`
-	Iperf3     string `json:"iperf3"`
-	Sockperf   string `json:"sockperf"`
-	LoadBefore string `json:"loadavg_before"`
-	LoadAfter  string `json:"loadavg_after"`
+	CPU       string `json:"cpu"`
+	Cores     int    `json:"cores"`
+	MemoryGiB int    `json:"memory_gib"`
+	Kernel    string `json:"kernel"`
+	Go        string `json:"go"`
+	Iperf3    string `json:"iperf3"`
+	Sockperf  string `json:"sockperf"`
+	// FaultMicros is the cost of one page fault on fresh memory.
+	FaultMicros float64 `json:"page_fault_us"`
+	LoadBefore  string  `json:"loadavg_before"`
+	LoadAfter   string  `json:"loadavg_after"`
 	// BusyBefore and BusyAfter are the share of CPU time spent outside
 	// idle over one second, before and after the run.
 	BusyBefore float64 `json:"busy_before"`
@@ -132,10 +134,10 @@ type Setup struct {
 	DelMS       Dist     `json:"del_ms"`
 	AddExecMS   Dist     `json:"add_exec_ms"` // the plugin processes alone
 	DelExecMS   Dist     `json:"del_exec_ms"`
-	AddRSSMB    Dist     `json:"add_rss_mb"` // peak RSS of the call's processes, 10^6 bytes
-	DelRSSMB    Dist     `json:"del_rss_mb"`
 	AddCPUMS    Dist     `json:"add_cpu_ms"` // user + system
 	DelCPUMS    Dist     `json:"del_cpu_ms"`
+	AddFaults   Dist     `json:"add_page_faults"` // minor page faults of the call's processes
+	DelFaults   Dist     `json:"del_page_faults"`
 	Failures    int      `json:"failures"`
 	Duplicates  int      `json:"duplicates"`
 	FirstErrors []string `json:"first_errors,omitempty"`

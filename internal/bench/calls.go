@@ -19,7 +19,10 @@ type Exec struct {
 	User     time.Duration
 	Sys      time.Duration
 	MaxRSSKB int64 // peak resident set, KiB
-	Stderr   string
+	// MinFlt counts page faults served without I/O: pages of the binary
+	// and of new memory the process touched.
+	MinFlt int64
+	Stderr string
 }
 
 // CPU is user plus system time.

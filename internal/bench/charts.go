@@ -2,8 +2,10 @@ package bench
 
 import (
 	"fmt"
+	"math"
 	"path/filepath"
 	"slices"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -33,11 +35,39 @@ func WriteCharts(r *Results, dir string) error {
 		if err != nil {
 			return fmt.Errorf("draw %s: %w", c.name, err)
 		}
+		p.Y.Tick.Marker = labelledTicks{}
+		// Room above the data for the legend.
+		p.Y.Min = 0
+		p.Y.Max *= 1.3
 		if err := p.Save(22*vg.Centimeter, 12*vg.Centimeter, filepath.Join(dir, c.name)); err != nil {
 			return fmt.Errorf("save %s: %w", c.name, err)
 		}
 	}
 	return nil
+}
+
+// labelledTicks labels every major tick, about six of them at round
+// values (gonum's default ticker labels only a few).
+type labelledTicks struct{}
+
+func (labelledTicks) Ticks(min, max float64) []plot.Tick {
+	if max <= min {
+		return []plot.Tick{{Value: min, Label: fmt.Sprint(min)}}
+	}
+	raw := (max - min) / 6
+	mag := math.Pow(10, math.Floor(math.Log10(raw)))
+	step := mag
+	for _, m := range []float64{1, 2, 2.5, 5, 10} {
+		if m*mag >= raw {
+			step = m * mag
+			break
+		}
+	}
+	var ticks []plot.Tick
+	for v := math.Ceil(min/step) * step; v <= max+step/1e6; v += step {
+		ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'f', -1, 64)})
+	}
+	return ticks
 }
 
 // groupedBars adds one bar series per group, side by side at each x.
@@ -55,6 +85,7 @@ func groupedBars(p *plot.Plot, names []string, series [][]float64) error {
 		p.Legend.Add(names[i], bars)
 	}
 	p.Legend.Top = true
+	p.Legend.Left = true
 	p.Add(plotter.NewGrid())
 	return nil
 }
@@ -195,11 +226,11 @@ func shortPath(x *Path) string {
 
 func profileChart(r *Results) (*plot.Plot, error) {
 	p := plot.New()
-	p.Title.Text = "Where an azure-vnet ADD spends its time (p50 per phase)"
+	p.Title.Text = "Where an azure-vnet call spends its time, one pod at a time (p50 per phase)"
 	p.Y.Label.Text = "ms"
 	var ps []Profile
 	for _, x := range r.Profiles {
-		if x.Command == "ADD" {
+		if x.Source == "sequential" {
 			ps = append(ps, x)
 		}
 	}
@@ -214,7 +245,7 @@ func profileChart(r *Results) (*plot.Plot, error) {
 	var names []string
 	var series [][]float64
 	for _, x := range ps {
-		names = append(names, fmt.Sprintf("%s, %s", VariantTitle(x.Variant), x.Source))
+		names = append(names, fmt.Sprintf("%s %s", VariantTitle(x.Variant), x.Command))
 		vs := make([]float64, len(phases))
 		for _, ph := range x.Phases {
 			if i := slices.Index(phases, ph.Name); i >= 0 {

@@ -83,6 +83,7 @@ func Document(r *Results, analysis string) string {
 	mt.row("CPU", fmt.Sprintf("%s, %d cores", m.CPU, m.Cores))
 	mt.row("memory", fmt.Sprintf("%d GiB", m.MemoryGiB))
 	mt.row("kernel", m.Kernel)
+	mt.row("page fault on new memory", fmt.Sprintf("%.1f µs", m.FaultMicros))
 	mt.row("Go", m.Go)
 	mt.row("iperf3", m.Iperf3)
 	mt.row("sockperf", m.Sockperf)

@@ -80,6 +80,7 @@ func (r *recorder) ExecPlugin(ctx context.Context, path string, stdin []byte, en
 			e.User = time.Duration(ru.Utime.Nano())
 			e.Sys = time.Duration(ru.Stime.Nano())
 			e.MaxRSSKB = ru.Maxrss // KiB on Linux
+			e.MinFlt = ru.Minflt
 		}
 	}
 	if rssFile != "" {

@@ -70,6 +70,8 @@ func SetupTable(r *Results) string {
 	add("DEL peak RSS max, MB", func(s *Setup) float64 { return fp(s).DelRSSMB.Max }, 1)
 	add("ADD CPU time p50, ms", func(s *Setup) float64 { return s.AddCPUMS.P50 }, 2)
 	add("DEL CPU time p50, ms", func(s *Setup) float64 { return s.DelCPUMS.P50 }, 2)
+	add("ADD page faults p50", func(s *Setup) float64 { return s.AddFaults.P50 }, 0)
+	add("DEL page faults p50", func(s *Setup) float64 { return s.DelFaults.P50 }, 0)
 	add("failures", func(s *Setup) float64 { return float64(s.Failures) }, 0)
 	add("duplicate addresses", func(s *Setup) float64 { return float64(s.Duplicates) }, 0)
 	return t.String()

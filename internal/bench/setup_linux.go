@@ -130,6 +130,7 @@ func summariseSetup(s *Setup, adds, dels []outcome) {
 	var ips []netip.Addr
 	s.AddMS, s.AddExecMS, _, s.AddCPUMS = callStats(adds)
 	s.DelMS, s.DelExecMS, _, s.DelCPUMS = callStats(dels)
+	s.AddFaults, s.DelFaults = faultStats(adds), faultStats(dels)
 	s.AddSamplesMS, s.DelSamplesMS = samples(adds), samples(dels)
 	for _, o := range append(append([]outcome(nil), adds...), dels...) {
 		if o.Err != nil {
@@ -156,6 +157,22 @@ func samples(os []outcome) []float64 {
 		}
 	}
 	return out
+}
+
+// faultStats summarises the page faults of successful calls' processes.
+func faultStats(os []outcome) Dist {
+	var v []float64
+	for _, o := range os {
+		if o.Err != nil {
+			continue
+		}
+		n := int64(0)
+		for _, x := range o.Execs {
+			n += x.MinFlt
+		}
+		v = append(v, float64(n))
+	}
+	return SummariseMS(v)
 }
 
 // callStats summarises successful calls: libcni wall time, the plugin
