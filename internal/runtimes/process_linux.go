@@ -23,13 +23,7 @@ import (
 // (not `ip netns exec`, which remounts /sys and breaks runc) enters only
 // the network namespace and then execs name, so the PID is name's.
 func nsCommand(ctx context.Context, netns string, env []string, name string, args ...string) *exec.Cmd {
-	var cmd *exec.Cmd
-	argv := append([]string{"--net=" + netns, "--", name}, args...)
-	if ctx != nil {
-		cmd = exec.CommandContext(ctx, "nsenter", argv...)
-	} else {
-		cmd = exec.Command("nsenter", argv...)
-	}
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + netns, "--", name}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	return cmd
 }
@@ -51,7 +45,8 @@ func (d daemon) start(netns string, env []string, logPath string, bin string, ar
 		return 0, err
 	}
 	defer logf.Close()
-	cmd := nsCommand(nil, netns, env, bin, args...)
+	// Not bound to any context: the daemon outlives the call that starts it.
+	cmd := nsCommand(context.Background(), netns, env, bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = filepath.Dir(d.pidFile)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -79,12 +74,20 @@ func (d daemon) running() (int, bool) {
 	if err != nil || pid <= 0 {
 		return 0, false
 	}
-	return pid, isProcess(pid, d.marker)
+	return pid, isDaemon(pid, d.marker)
 }
 
 // isProcess reports whether pid is alive (not a zombie) and its command
 // line has an argument equal to marker (or ending in "="+marker).
-func isProcess(pid int, marker string) bool {
+func isProcess(pid int, marker string) bool { return matches(pid, marker, false) }
+
+// isDaemon is isProcess for a PID this package started: a command line
+// that is empty because the process is in the middle of execve (nsenter
+// becoming the daemon) is looked at again rather than taken as not ours.
+// (Kernel threads' command lines are always empty: never wait for those.)
+func isDaemon(pid int, marker string) bool { return matches(pid, marker, true) }
+
+func matches(pid int, marker string, waitExec bool) bool {
 	for i := 0; ; i++ {
 		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || zombie(st) {
 			return false
@@ -93,9 +96,7 @@ func isProcess(pid int, marker string) bool {
 		if err != nil {
 			return false
 		}
-		// A process in the middle of execve (nsenter becoming the daemon)
-		// briefly shows an empty command line: look again.
-		if len(cmdline) == 0 && i < 100 {
+		if len(cmdline) == 0 && waitExec && i < 100 {
 			time.Sleep(5 * time.Millisecond)
 			continue
 		}
