@@ -12,7 +12,7 @@ CNI_PLUGINS := github.com/containernetworking/plugins/plugins/meta/portmap \
 	github.com/containernetworking/plugins/plugins/main/bridge \
 	github.com/containernetworking/plugins/plugins/ipam/host-local
 
-.PHONY: all setup build test unit e2e demo lab-down bench clean
+.PHONY: all setup build test unit e2e reliability fuzz demo lab-down bench clean
 
 all: build
 
@@ -34,6 +34,18 @@ unit:
 
 e2e: build
 	VNETCNI_BIN_DIR=$(BIN) go test -count=1 -v ./test/e2e
+
+# Reliability and security (test/reliability): SIGKILL at random instants
+# of ADD and DEL, 250 ADDs at once, damaged state files, malformed input,
+# hostile pods, vnetctl doctor and gc. About three minutes; needs root.
+# VNETCNI_SEED=<seed> replays a run (each test prints its seed);
+# VNETCNI_CRASH_TRIALS=<n> sets the kill trials per mode (150).
+reliability: build
+	VNETCNI_RELIABILITY=1 VNETCNI_BIN_DIR=$(BIN) go test -count=1 -v -timeout 30m ./test/reliability
+
+# Every fuzz target for FUZZTIME (12s) each; prints the inputs each tried.
+fuzz:
+	@./scripts/fuzz.sh
 
 # The main job: the seed's example cluster on an emulated Azure VNet, pods
 # on every VM, the connectivity matrix. MODE=transparent for the other mode.
