@@ -1,0 +1,45 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vnetcni/vnetcni/conf"
+	"github.com/vnetcni/vnetcni/internal/install"
+)
+
+// TestInstallCommand runs `vnetctl install` twice against temporary CNI
+// directories: the second run changes nothing.
+func TestInstallCommand(t *testing.T) {
+	src, root := t.TempDir(), t.TempDir()
+	for _, b := range install.Binaries {
+		script := "#!/bin/sh\necho \"CNI plugin " + b + " v3.0.0\"\n"
+		if err := os.WriteFile(filepath.Join(src, b), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin, confDir := filepath.Join(root, "bin"), filepath.Join(root, "net.d")
+	run := func() string {
+		var out, errOut bytes.Buffer
+		cmd := newRoot(&out, &errOut)
+		cmd.SetArgs([]string{"install", "--bin-dir", src, "--cni-bin-dir", bin, "--cni-conf-dir", confDir})
+		if err := cmd.ExecuteContext(context.Background()); err != nil {
+			t.Fatalf("vnetctl install: %v\n%s%s", err, out.String(), errOut.String())
+		}
+		return out.String()
+	}
+	first := run()
+	if !strings.Contains(first, "installed") || !strings.Contains(first, "verified: CNI plugin azure-vnet v3.0.0") {
+		t.Errorf("first install printed:\n%s\nwant files installed and the version verified", first)
+	}
+	if b, err := os.ReadFile(filepath.Join(confDir, conf.FileName)); err != nil || !bytes.Equal(b, conf.Conflist) {
+		t.Errorf("installed conflist %q (%v), want the embedded sample", b, err)
+	}
+	if second := run(); strings.Contains(second, "installed") || strings.Contains(second, "updated") {
+		t.Errorf("second install printed:\n%s\nwant every file unchanged", second)
+	}
+}
