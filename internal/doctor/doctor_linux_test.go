@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -164,15 +163,6 @@ func (n *testNode) findings() []string {
 		n.t.Fatal(err)
 	}
 	return lines(Diagnose(s))
-}
-
-func lines(fs []*Finding) []string {
-	out := []string{}
-	for _, f := range fs {
-		out = append(out, string(f.Kind)+" "+f.Subject)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func (n *testNode) state() *store.State {
