@@ -23,6 +23,7 @@ build: setup
 	@mkdir -p $(BIN)
 	go build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/azure-vnet ./cmd/azure-vnet-ipam ./cmd/vnetctl
 	go build -o $(BIN)/ $(CNI_PLUGINS)
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/ ./cmd/vnetcni-pause ./cmd/vnetcni-echo
 
 # Every test: unit, kernel (in throwaway namespaces) and end-to-end through
 # libcni on the emulated fabric. Needs root.

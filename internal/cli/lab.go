@@ -5,14 +5,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
+	"github.com/vnetcni/vnetcni/internal/k8slab"
 	"github.com/vnetcni/vnetcni/internal/lab"
 	"github.com/vnetcni/vnetcni/internal/runtimes"
 )
@@ -32,7 +35,7 @@ Nothing outside the lab's namespaces and /var/run/vnetcni-lab/<name> is touched.
 	}
 	c.PersistentFlags().StringVar(&name, "name", lab.DefaultName, "lab name (1-8 lower-case letters and digits)")
 	c.AddCommand(labUpCmd(&name), labDownCmd(&name), labPlanCmd(), labPodsCmd(&name), labCheckCmd(&name),
-		labStatusCmd(&name), labFaultCmd(&name), labServeCmd(&name))
+		labStatusCmd(&name), labFaultCmd(&name), labServeCmd(&name), labKubeconfigCmd(&name), labK8sCmd(&name))
 	return c
 }
 
@@ -59,7 +62,8 @@ func readDefinition(path string) ([]byte, error) {
 }
 
 func labUpCmd(name *string) *cobra.Command {
-	var file, mode, binDir string
+	var file, mode, binDir, k8sBinDir string
+	var kubernetes bool
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Build the lab (default: the seed's example cluster, bridge mode)",
@@ -72,16 +76,25 @@ max-pods 30. Running up on a half-built lab repairs it.`,
 			if err != nil {
 				return err
 			}
-			l, err := lab.Up(cmd.Context(), lab.UpOptions{Name: *name, Definition: def, Mode: mode, BinDir: binDir, Progress: cmd.ErrOrStderr()})
+			l, err := lab.Up(cmd.Context(), lab.UpOptions{Name: *name, Definition: def, Mode: mode, BinDir: binDir, Progress: cmd.ErrOrStderr(),
+				Kubernetes: kubernetes, K8sBinDir: k8sBinDir})
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "lab %q is up: %d VMs in %s (%s mode)\n", l.Name, len(l.Spec.VMs), l.Plan.Subnet, l.Mode)
+			if l.Kubernetes != nil {
+				fmt.Fprintf(out, "Kubernetes %s: API server %s:443 in %s; export KUBECONFIG=%s\n",
+					k8slab.Version, l.Kubernetes.VIP, l.Plan.APIServer.Subnet, l.Kubernetes.AdminKubeconfig())
+				fmt.Fprintln(out, "next: kubectl apply -f examples/; vnetctl lab check --kubernetes; vnetctl lab down")
+				return nil
+			}
 			fmt.Fprintf(out, "next: vnetctl lab pods add %s web-1; vnetctl lab check; vnetctl lab down\n", l.Spec.VMs[len(l.Spec.VMs)-1].Name)
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&kubernetes, "kubernetes", false, "also run Kubernetes: control plane in the API server's delegated subnet, a kubelet node per VM")
+	c.Flags().StringVar(&k8sBinDir, "k8s-bin-dir", k8slab.DefaultBinDir, "Kubernetes binaries (built by scripts/k8s-binaries.sh)")
 	c.Flags().StringVarP(&file, "file", "f", "", "cluster definition (ACS-Engine JSON); the seed's example when empty")
 	c.Flags().StringVar(&mode, "mode", "", "network mode: bridge or transparent (default: the definition's, else bridge)")
 	c.Flags().StringVar(&binDir, "bin-dir", defaultBinDir(), "directory with azure-vnet, azure-vnet-ipam, portmap and loopback")
@@ -105,6 +118,7 @@ func labDownCmd(name *string) *cobra.Command {
 
 func labPlanCmd() *cobra.Command {
 	var file, mode, output string
+	var kubernetes bool
 	c := &cobra.Command{
 		Use:   "plan",
 		Short: "Validate a cluster definition and print its address plan; creates nothing",
@@ -114,7 +128,7 @@ func labPlanCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := lab.PlanFor(def, mode)
+			p, err := lab.PlanFor(def, mode, kubernetes)
 			if err != nil {
 				return err
 			}
@@ -139,10 +153,15 @@ func labPlanCmd() *cobra.Command {
 			}
 			tw.Flush()
 			fmt.Fprintf(out, "\nsubnet utilisation: %d of %d usable addresses (%.1f%%)\n", used, usable, 100*float64(used)/float64(usable))
+			if a := p.APIServer; a != nil {
+				fmt.Fprintf(out, "API server subnet %s (delegated): control plane %s, internal load balancer VIP %s, %d addresses reserved\n",
+					a.Subnet, a.NodeIP, a.VIP, len(a.Reserved))
+			}
 			return nil
 		},
 	}
 	c.Flags().StringVarP(&file, "file", "f", "", "cluster definition (ACS-Engine JSON); the seed's example when empty")
+	c.Flags().BoolVar(&kubernetes, "kubernetes", false, "plan the API server's delegated subnet too")
 	c.Flags().StringVar(&mode, "mode", "", "network mode: bridge or transparent")
 	c.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	return c
@@ -237,14 +256,22 @@ func printPods(w io.Writer, pods []lab.Pod) {
 
 func labCheckCmd(name *string) *cobra.Command {
 	var output string
+	var kubernetes bool
 	c := &cobra.Command{
 		Use:   "check",
 		Short: "Probe connectivity and compare with the network model; non-zero exit on a mismatch",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := lab.Check(cmd.Context(), *name)
-			if err != nil {
+			check := lab.Check
+			if kubernetes {
+				check = lab.CheckKubernetes
+			}
+			m, err := check(cmd.Context(), *name)
+			if m == nil {
 				return err
+			}
+			if err != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), "check stopped early:", err)
 			}
 			out := cmd.OutOrStdout()
 			if output == "json" {
@@ -271,6 +298,7 @@ func labCheckCmd(name *string) *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	c.Flags().BoolVar(&kubernetes, "kubernetes", false, "check the lab's Kubernetes cluster: pod addresses, Services, DNS, API server VIP, pool exhaustion")
 	return c
 }
 
@@ -348,4 +376,59 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+func labKubeconfigCmd(name *string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "kubeconfig",
+		Short: "Print the path of the lab cluster's admin kubeconfig (export KUBECONFIG=$(vnetctl lab kubeconfig))",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := lab.Load(*name)
+			if err != nil {
+				return err
+			}
+			if l.Kubernetes == nil {
+				return fmt.Errorf("lab %s runs no Kubernetes (vnetctl lab up --kubernetes)", *name)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), l.Kubernetes.AdminKubeconfig())
+			return nil
+		},
+	}
+}
+
+// labK8sCmd holds the cluster's supervisors, started by lab up in the right
+// namespaces; not for interactive use.
+func labK8sCmd(name *string) *cobra.Command {
+	c := &cobra.Command{Use: "k8s", Short: "The lab cluster's supervisors (started by lab up --kubernetes)", Hidden: true}
+	cp := &cobra.Command{
+		Use:  "controlplane",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := k8slab.Load(filepath.Join(lab.Dir(*name), "k8s"))
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return k8slab.RunControlPlane(ctx, cl)
+		},
+	}
+	var vm string
+	node := &cobra.Command{
+		Use:  "node",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := k8slab.Load(filepath.Join(lab.Dir(*name), "k8s"))
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return k8slab.RunNode(ctx, cl, vm)
+		},
+	}
+	node.Flags().StringVar(&vm, "vm", "", "the VM this node runs on")
+	c.AddCommand(cp, node)
+	return c
 }

@@ -233,3 +233,30 @@ func describe(err error) string {
 	}
 	return s
 }
+
+// CheckKubernetes runs the Kubernetes checks of a lab that runs a cluster.
+func CheckKubernetes(ctx context.Context, name string) (*Matrix, error) {
+	l, err := Load(name)
+	if err != nil {
+		return nil, err
+	}
+	if l.Kubernetes == nil {
+		return nil, fmt.Errorf("lab %s runs no Kubernetes (vnetctl lab up --kubernetes)", name)
+	}
+	pool := func(node string) []netip.Addr {
+		v, _ := l.Spec.VM(node)
+		return v.SecondaryIPs
+	}
+	rows, err := l.Kubernetes.Check(ctx, pool)
+	m := &Matrix{Lab: name, Mode: l.Mode}
+	for _, r := range rows {
+		row := Row{Check: r.Check, From: r.From, To: r.To, Expected: r.Expected, Observed: r.Observed, OK: r.Expected == r.Observed}
+		m.Rows = append(m.Rows, row)
+		if row.OK {
+			m.Passed++
+		} else {
+			m.Failed++
+		}
+	}
+	return m, err
+}

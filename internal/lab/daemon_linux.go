@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -14,6 +16,8 @@ import (
 	"time"
 
 	"github.com/vnetcni/vnetcni/internal/fabric"
+	"github.com/vnetcni/vnetcni/internal/k8slab"
+	"github.com/vnetcni/vnetcni/internal/probe"
 )
 
 // Serve runs a lab's services — wireserver, DNS, IMDS, internet host — until
@@ -58,6 +62,14 @@ func Serve(ctx context.Context, name string, log *slog.Logger) error {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	srv := &http.Server{Handler: mux}
 	go func() { _ = srv.Serve(ln) }()
+
+	if l.Kubernetes != nil {
+		stop, err := forwardAPIServer(l, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	if err := os.WriteFile(l.pidFile(), []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
 		return err
@@ -110,4 +122,48 @@ func Fault(name, service, state string) error {
 		return fmt.Errorf("%s %s: HTTP %d", action, service, resp.StatusCode)
 	}
 	return nil
+}
+
+// forwardAPIServer lets operators on this machine reach the cluster: it
+// listens on 127.0.0.1 (a port it picks, written for the kubeconfig) and
+// relays each connection to the API server's VIP from inside the first
+// node's namespace, as a jump box in the VNet would.
+func forwardAPIServer(l *Lab, log *slog.Logger) (func(), error) {
+	c := l.Kubernetes
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listen for the API server forwarder: %w", err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(c.ForwardPortFile(), []byte(fmt.Sprintf("%d\n", port)), 0o644); err != nil {
+		return nil, err
+	}
+	to := netip.AddrPortFrom(c.VIP, k8slab.APIServerPort)
+	from := c.Nodes[0].NetNS
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				out, err := probe.DialTCP(from, to, 5*time.Second)
+				if err != nil {
+					log.Warn("API server forwarder", "err", err)
+					return
+				}
+				defer out.Close()
+				done := make(chan struct{}, 2)
+				go func() { _, _ = io.Copy(out, in); done <- struct{}{} }()
+				go func() { _, _ = io.Copy(in, out); done <- struct{}{} }()
+				<-done
+			}()
+		}
+	}()
+	log.Info("API server forwarder", "listen", ln.Addr().String(), "to", to.String())
+	return func() { ln.Close(); _ = os.Remove(c.ForwardPortFile()) }, nil
 }

@@ -22,6 +22,10 @@ func Down(name string) error {
 	var errs []error
 	l, err := Load(name)
 	if err == nil {
+		if l.Kubernetes != nil {
+			// Nodes first: they remove their pods through the CRI.
+			l.Kubernetes.Stop()
+		}
 		// Runtimes first: their sandboxes' DELs run while the VMs exist.
 		if err := stopRuntimes(l); err != nil {
 			errs = append(errs, err)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
 	"github.com/vnetcni/vnetcni/internal/fabric"
+	"github.com/vnetcni/vnetcni/internal/k8slab"
 	"github.com/vnetcni/vnetcni/internal/plan"
 )
 
@@ -57,6 +58,24 @@ type Lab struct {
 	Created time.Time   `json:"created"`
 	// Complete is set once up finished; a lab without it was interrupted.
 	Complete bool `json:"complete"`
+	// Kubernetes is the lab's cluster, when it runs one.
+	Kubernetes *k8slab.Cluster `json:"kubernetes,omitempty"`
+}
+
+// ControlPlaneVM names the fabric VM that holds a Kubernetes lab's control
+// plane in the API server's delegated subnet. It is not a node: no plugins,
+// no pods.
+const ControlPlaneVM = "cp"
+
+// Nodes lists the VMs that carry pods (all but the control plane's).
+func (l *Lab) Nodes() []fabric.VMSpec {
+	var out []fabric.VMSpec
+	for _, v := range l.Spec.VMs {
+		if v.Name != ControlPlaneVM || l.Plan.APIServer == nil {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // Pod is a pod attached in the lab.
@@ -173,6 +192,19 @@ func fabricSpec(name string, p *plan.Plan) fabric.Spec {
 			SecondaryIPs: append([]netip.Addr(nil), n.SecondaryIPs...),
 			PublicIP:     netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)}),
 		})
+	}
+	if a := p.APIServer; a != nil {
+		// Seed 003: the API server in a delegated subnet behind an internal
+		// load balancer; the subnet's NSG lets the cluster subnet reach TCP
+		// 443 and 4443, and the Azure Load Balancer its probe port 9988.
+		s.Subnets = append(s.Subnets, a.Subnet)
+		s.VMs = append(s.VMs, fabric.VMSpec{Name: ControlPlaneVM, MAC: fabric.HardwareAddr{0x00, 0x0d, 0x3a, 0x00, 0xff, 0x01},
+			Subnet: a.Subnet, PrimaryIP: a.NodeIP})
+		s.LoadBalancers = []fabric.LoadBalancer{{Name: "apiserver", VIP: a.VIP, Ports: []uint16{443, 4443}, Backends: []netip.Addr{a.NodeIP}}}
+		s.NSGs = []fabric.NSG{{Subnet: a.Subnet, Allow: []fabric.NSGRule{
+			{Source: p.Subnet, Ports: []uint16{443, 4443}},
+			{Source: fabric.AzureLoadBalancerSource, Ports: []uint16{9988}},
+		}}}
 	}
 	return s
 }

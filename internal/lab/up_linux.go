@@ -21,6 +21,7 @@ import (
 	"github.com/vnetcni/vnetcni/conf"
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
 	"github.com/vnetcni/vnetcni/internal/fabric"
+	"github.com/vnetcni/vnetcni/internal/k8slab"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/plan"
 	"github.com/vnetcni/vnetcni/internal/probe"
@@ -39,10 +40,14 @@ type UpOptions struct {
 	BinDir     string // where the plugins are
 	Executable string // vnetctl, to start the services daemon
 	Progress   io.Writer
+	// Kubernetes also runs a Kubernetes cluster: control plane in the API
+	// server's delegated subnet, a kubelet node per VM.
+	Kubernetes bool
+	K8sBinDir  string // Kubernetes binaries; k8slab.DefaultBinDir when empty
 }
 
 // PlanFor validates a definition and plans it, before anything is created.
-func PlanFor(def []byte, mode string) (*plan.Plan, error) {
+func PlanFor(def []byte, mode string, kubernetes bool) (*plan.Plan, error) {
 	if def == nil {
 		def = []byte(plan.Example)
 	}
@@ -50,7 +55,7 @@ func PlanFor(def []byte, mode string) (*plan.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := d.Plan(plan.Options{Mode: mode})
+	p, err := d.Plan(plan.Options{Mode: mode, Kubernetes: kubernetes})
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +77,7 @@ func Up(ctx context.Context, o UpOptions) (*Lab, error) {
 		return nil, err
 	}
 	done := step("plan the VNet")
-	p, err := PlanFor(o.Definition, o.Mode)
+	p, err := PlanFor(o.Definition, o.Mode, o.Kubernetes)
 	if err != nil {
 		return nil, err
 	}
@@ -103,6 +108,9 @@ func Up(ctx context.Context, o UpOptions) (*Lab, error) {
 	if err := os.MkdirAll(l.Dir(), 0o755); err != nil {
 		return nil, err
 	}
+	if o.Kubernetes && l.Kubernetes == nil {
+		l.Kubernetes = l.cluster(o.K8sBinDir, o.BinDir)
+	}
 	// Recorded first, so down knows what to remove if up is interrupted.
 	if err := l.save(); err != nil {
 		return nil, err
@@ -115,7 +123,7 @@ func Up(ctx context.Context, o UpOptions) (*Lab, error) {
 	done(fmt.Sprintf("namespaces %s-fab, %s-inet and %d VMs", l.Name, l.Name, len(l.Spec.VMs)))
 
 	done = step("install the plugins and conflist on each VM")
-	for _, v := range l.Spec.VMs {
+	for _, v := range l.Nodes() {
 		if err := l.installVM(v.Name, o.BinDir); err != nil {
 			return nil, err
 		}
@@ -131,6 +139,21 @@ func Up(ctx context.Context, o UpOptions) (*Lab, error) {
 		return nil, err
 	}
 	done(fmt.Sprintf("daemon pid %d", pid))
+
+	if o.Kubernetes {
+		exe := o.Executable
+		if exe == "" {
+			if exe, err = os.Executable(); err != nil {
+				return nil, err
+			}
+		}
+		if err := l.writeAdminKubeconfig(ctx); err != nil {
+			return nil, err
+		}
+		if err := k8slab.Start(ctx, l.Kubernetes, exe, progress); err != nil {
+			return nil, fmt.Errorf("start Kubernetes: %w", err)
+		}
+	}
 
 	l.Complete = true
 	if err := l.save(); err != nil {
@@ -301,4 +324,49 @@ func (l *Lab) waitServices(ctx context.Context) error {
 	}
 	log, _ := os.ReadFile(filepath.Join(l.Dir(), "daemon.log"))
 	return fmt.Errorf("the lab's wireserver does not answer %s (%v); daemon log:\n%s", vm, last, bytes.TrimSpace(log))
+}
+
+// cluster describes the lab's Kubernetes cluster: the control plane in the
+// API server subnet, a node per VM with the VM's CNI directories.
+func (l *Lab) cluster(k8sBinDir, toolsDir string) *k8slab.Cluster {
+	if k8sBinDir == "" {
+		k8sBinDir = k8slab.DefaultBinDir
+	}
+	abs, _ := filepath.Abs(toolsDir)
+	f := fabric.Open(l.Spec)
+	a := l.Plan.APIServer
+	c := &k8slab.Cluster{
+		Lab: l.Name, Dir: filepath.Join(l.Dir(), "k8s"), BinDir: k8sBinDir, ToolsDir: abs,
+		ControlPlaneNetNS: netns.Path(f.VMNetNS(ControlPlaneVM)), ControlPlaneIP: a.NodeIP, VIP: a.VIP,
+		ServiceCIDR: k8slab.DefaultServiceCIDR, DNSServiceIP: k8slab.DefaultDNSServiceIP, PodSubnet: l.Plan.Subnet,
+	}
+	for i, v := range l.Nodes() {
+		d := l.VMDir(v.Name)
+		c.Nodes = append(c.Nodes, k8slab.Node{
+			Name: v.Name, NetNS: netns.Path(f.VMNetNS(v.Name)), IP: v.PrimaryIP, MaxPods: l.Plan.Nodes[i].MaxPods,
+			CNIBinDir: filepath.Join(d, "bin"), CNIConf: filepath.Join(d, "net.d"),
+			StateDir: filepath.Join(d, "state"), LogFile: filepath.Join(d, "azure-vnet.log"),
+		})
+	}
+	return c
+}
+
+// writeAdminKubeconfig points the operator's kubeconfig at the daemon's
+// forwarder on 127.0.0.1, which reaches the API server's VIP from a VM.
+func (l *Lab) writeAdminKubeconfig(ctx context.Context) error {
+	c := l.Kubernetes
+	var port string
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		b, err := os.ReadFile(c.ForwardPortFile())
+		if err == nil && len(bytes.TrimSpace(b)) > 0 {
+			port = string(bytes.TrimSpace(b))
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the lab daemon did not open the API server forwarder (%s)", c.ForwardPortFile())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return c.WriteAdminKubeconfig("https://127.0.0.1:" + port)
 }
