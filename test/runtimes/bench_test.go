@@ -79,6 +79,7 @@ func TestBench(t *testing.T) {
 		n = v
 	}
 	ctx := testCtx(t, 25*time.Minute)
+	loadStart := loadAverage()
 	before := map[string]kernelState{vmA: vmState(t, vmA), vmB: vmState(t, vmB), vmM: vmState(t, vmM)}
 	rows := []benchRow{
 		containerdBench(t, ctx),
@@ -125,8 +126,9 @@ func TestBench(t *testing.T) {
 	}
 
 	var tb strings.Builder
-	fmt.Fprintf(&tb, "Measured %s on %s, %d CPUs, kernel %s; n=%d per cell after one warm-up, A/B interleaved.\n\n",
-		time.Now().UTC().Format("2006-01-02"), hostDescription(), numCPU(), kernel(), n)
+	fmt.Fprintf(&tb, "Measured %s on %s, %d CPUs, kernel %s; n=%d per cell after one warm-up, A/B interleaved; "+
+		"1-minute load average %s at the start, %s at the end (other work on the machine inflates every cell alike).\n\n",
+		time.Now().UTC().Format("2006-01-02"), hostDescription(), numCPU(), kernel(), n, loadStart, loadAverage())
 	fmt.Fprintf(&tb, "| runtime (client) | one sandbox | vnetcni: azure-vnet + azure-vnet-ipam + portmap | Debian 1.1.1: bridge + host-local + portmap | difference |\n")
 	fmt.Fprintf(&tb, "|---|---|---:|---:|---:|\n")
 	for _, r := range results {
@@ -186,6 +188,14 @@ func hostDescription() string {
 func numCPU() int {
 	b, _ := os.ReadFile("/proc/cpuinfo")
 	return strings.Count(string(b), "processor\t:")
+}
+
+func loadAverage() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 func kernel() string {
