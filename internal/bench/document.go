@@ -104,7 +104,7 @@ func Document(r *Results, analysis string) string {
 		"bridge runs). Peak RSS is the largest process of a call, from %d further ADDs and DELs per variant run under "+
 		"GNU time: a Go parent starts children with vfork, and the kernel counts the parent's memory into the "+
 		"child's peak RSS, so rusage taken by the harness itself would report the harness's size. "+
-		"bridge runs). Each variant first makes one warm-up ADD and DEL, which also sets up its network on the node.\n\n",
+		"Each variant first makes one warm-up ADD and DEL, which also sets up its network on the node.\n\n",
 		r.Params.Pods, r.Params.Pods, r.Params.FootprintCalls)
 	b.WriteString(SetupTable(r))
 	p("\n![setup latency](bench/%s)\n\n![ADD latency distribution](bench/%s)\n\n", ChartSetup, ChartSetupCDF)
@@ -113,14 +113,18 @@ func Document(r *Results, analysis string) string {
 	p("N pods ADDed at once on one VM (N goroutines released together, each a libcni call), then DELeted at once; "+
 		"%d rounds per size, the variants' order rotating. \"All ready\" is the time from the release until the last "+
 		"ADD returned a result. Failures count calls that returned an error; duplicates count addresses handed out "+
-		"twice within a burst. The NIC holds %d secondary addresses.\n\n", r.Params.BurstRounds, r.Params.Secondaries)
+		"twice within a burst. The NIC holds %d secondary addresses. By the time the bursts run, our plugins' cached "+
+		"pool is older than its refresh interval (60 s), as on a node that has been idle for a minute, so a burst's "+
+		"first ADDs read the pool from the wireserver again (the lab's wireserver is served by the benchmark process "+
+		"itself).\n\n", r.Params.BurstRounds, r.Params.Secondaries)
 	b.WriteString(BurstTable(r))
 	p("\n![bursts](bench/%s)\n\n", ChartBursts)
 
 	p("## Where the time goes\n\n")
 	p("From the plugin's own trace (`AZURE_VNET_TRACE=1`: one line of phase timings on stderr, never stdout), " +
 		"p50 over the calls. The phases partition the plugin's run after the Go runtime started; " +
-		"`process` is the rest of the plugin process (exec, runtime start, exit) and `libcni` the rest of the call.\n\n")
+		"`process` is the rest of the plugin process (exec, runtime start, exit) and `libcni` the rest of the call. "+
+		"Starting a process is mostly page faults, and the machine table says what one costs here.\n\n")
 	p("ADD:\n\n%s\nDEL:\n\n%s\n", ProfileTable(r, "ADD"), ProfileTable(r, "DEL"))
 	p("![ADD profile](bench/%s)\n\n", ChartProfile)
 
