@@ -123,7 +123,7 @@ func Document(r *Results, analysis string) string {
 	p("## Where the time goes\n\n")
 	p("From the plugin's own trace (`AZURE_VNET_TRACE=1`: one line of phase timings on stderr, never stdout), " +
 		"p50 over the calls. The phases partition the plugin's run after the Go runtime started; " +
-		"`process` is the rest of the plugin process (exec, runtime start, exit) and `libcni` the rest of the call. "+
+		"`process` is the rest of the plugin process (exec, runtime start, exit) and `libcni` the rest of the call. " +
 		"Starting a process is mostly page faults, and the machine table says what one costs here.\n\n")
 	p("ADD:\n\n%s\nDEL:\n\n%s\n", ProfileTable(r, "ADD"), ProfileTable(r, "DEL"))
 	p("![ADD profile](bench/%s)\n\n", ChartProfile)
