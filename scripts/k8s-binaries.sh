@@ -20,7 +20,17 @@ COREDNS_VERSION=${COREDNS_VERSION:-v1.14.7}
 cache=${K8S_CACHE:-/var/cache/vnetcni/k8s}/$K8S_VERSION
 bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd coredns)
 
-have_all() { for b in "${bins[@]}"; do [ -x "$cache/$b" ] || return 1; done; }
+# The binaries carry their version (kubectl get nodes shows it).
+minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+vpkg=k8s.io/component-base/version
+ldflags="-s -w -X $vpkg.gitVersion=$K8S_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean"
+ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+stamp="$K8S_VERSION coredns=$COREDNS_VERSION $ldflags"
+
+have_all() {
+  for b in "${bins[@]}"; do [ -x "$cache/$b" ] || return 1; done
+  [ "$(cat "$cache/.stamp" 2>/dev/null)" = "$stamp" ]
+}
 if have_all; then echo "$cache"; exit 0; fi
 mkdir -p "$cache"
 
@@ -55,11 +65,12 @@ echo "k8s-binaries: resolving modules for $K8S_VERSION" >&2
 GOFLAGS=-mod=mod go get "k8s.io/kubernetes@$K8S_VERSION" go.etcd.io/etcd/server/v3 >&2
 GOFLAGS=-mod=mod go mod tidy >&2 || true
 echo "k8s-binaries: building (cold: 10-25 min on 2 cores)" >&2
-CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$cache/" \
+CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$cache/" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet \
   k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl >&2
 CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$cache/etcd" ./etcd >&2
 GOBIN="$cache" CGO_ENABLED=0 go install "github.com/coredns/coredns@$COREDNS_VERSION" >&2
+echo "$stamp" > "$cache/.stamp"
 have_all || { echo "k8s-binaries: missing binaries in $cache" >&2; exit 1; }
 echo "$cache"

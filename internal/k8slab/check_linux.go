@@ -51,6 +51,17 @@ func (c *Cluster) Check(ctx context.Context, pool func(node string) []netip.Addr
 	add := func(check, from, to, expected, observed string) {
 		rows = append(rows, Row{check, from, to, expected, observed})
 	}
+	// Services converge: endpoints become ready, then each kube-proxy
+	// programs them within a sync period. A probe that disagrees with the
+	// model is retried for a few seconds before it counts.
+	eventually := func(want string, probe func() string) string {
+		got := probe()
+		for i := 0; i < 10 && got != want; i++ {
+			time.Sleep(time.Second)
+			got = probe()
+		}
+		return got
+	}
 	if err := c.deployCheck(ctx); err != nil {
 		return nil, err
 	}
@@ -91,19 +102,22 @@ func (c *Cluster) Check(ctx context.Context, pool func(node string) []netip.Addr
 		add("pod↔pod across nodes (TCP)", label(a), fmt.Sprintf("%s %s:8080", label(b), b.IP), reachable,
 			reach(probe.TCPConnect(a.NetNS, netip.AddrPortFrom(b.IP, 8080), probeWait)))
 		add("ClusterIP Service from a pod", label(a), svcIP.String()+":80 echo."+CheckNamespace, "HTTP 200",
-			httpStatus(a.NetNS, "http://"+svcIP.String()+"/"))
+			eventually("HTTP 200", func() string { return httpStatus(a.NetNS, "http://"+svcIP.String()+"/") }))
 		name := "echo." + CheckNamespace + ".svc.cluster.local"
 		add("Service DNS name from a pod", label(a), c.DNSServiceIP.String()+":53 "+name, svcIP.String(),
-			dnsAnswer(a.NetNS, netip.AddrPortFrom(c.DNSServiceIP, 53), name))
+			eventually(svcIP.String(), func() string { return dnsAnswer(a.NetNS, netip.AddrPortFrom(c.DNSServiceIP, 53), name) }))
 		add("API server VIP from a pod", label(a), fmt.Sprintf("%s:%d", c.VIP, APIServerPort), "HTTP 200",
 			apiReady(a.NetNS, c.pki().CACert(), fmt.Sprintf("https://%s:%d/readyz", c.VIP, APIServerPort)))
 		add("kubernetes Service from a pod", label(a), KubernetesServiceIP.String()+":443", "HTTP 200",
-			apiReady(a.NetNS, c.pki().CACert(), "https://"+KubernetesServiceIP.String()+"/readyz"))
+			eventually("HTTP 200", func() string {
+				return apiReady(a.NetNS, c.pki().CACert(), "https://"+KubernetesServiceIP.String()+"/readyz")
+			}))
 	}
 	for i, n := range c.Nodes {
 		from := c.Nodes[(i+1)%len(c.Nodes)]
+		url := fmt.Sprintf("http://%s:%d/", n.IP, checkNodePort)
 		add("NodePort from another VM", from.Name, fmt.Sprintf("%s:%d", n.IP, checkNodePort), "HTTP 200",
-			httpStatus(from.NetNS, fmt.Sprintf("http://%s:%d/", n.IP, checkNodePort)))
+			eventually("HTTP 200", func() string { return httpStatus(from.NetNS, url) }))
 	}
 
 	// A deleted pod gives its address back to its node's pool.

@@ -20,6 +20,9 @@ var Packages = []string{
 	"github.com/containernetworking/plugins/plugins/main/loopback",
 }
 
+// staticPackages are built with CGO_ENABLED=0: they go into images.
+var staticPackages = []string{"./cmd/vnetcni-pause", "./cmd/vnetcni-echo"}
+
 // Dir returns $VNETCNI_BIN_DIR, or builds the binaries into a temporary
 // directory that cleanup removes.
 func Dir() (dir string, cleanup func(), err error) {
@@ -47,6 +50,12 @@ func Build(dir string) error {
 	cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("build binaries: %v\n%s", err, out)
+	}
+	cmd = exec.Command("go", append([]string{"build", "-o", dir + "/"}, staticPackages...)...)
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build image binaries: %v\n%s", err, out)
 	}
 	return nil
 }

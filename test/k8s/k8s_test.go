@@ -1,0 +1,155 @@
+// Package k8s runs a real Kubernetes cluster on the lab's emulated VNet with
+// the azure-vnet plugins, in each mode: `make e2e-k8s`.
+package k8s
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vnetcni/vnetcni/internal/k8slab"
+	"github.com/vnetcni/vnetcni/internal/lab"
+	"github.com/vnetcni/vnetcni/internal/netns"
+	"github.com/vnetcni/vnetcni/internal/testbin"
+)
+
+// EnvK8sBinDir names the Kubernetes binaries (scripts/k8s-binaries.sh);
+// without it, and without binaries in the default cache, the tests skip.
+const EnvK8sBinDir = "VNETCNI_K8S_BIN_DIR"
+
+var binDir, k8sBinDir string
+
+func TestMain(m *testing.M) {
+	if os.Getenv("VNETCNI_E2E_K8S") != "1" {
+		fmt.Println("k8s: skipped: runs under make e2e-k8s (VNETCNI_E2E_K8S=1), which builds the Kubernetes binaries")
+		os.Exit(0)
+	}
+	if os.Geteuid() != 0 {
+		fmt.Println("k8s: skipped: needs root")
+		os.Exit(0)
+	}
+	k8sBinDir = os.Getenv(EnvK8sBinDir)
+	if k8sBinDir == "" {
+		k8sBinDir = k8slab.DefaultBinDir
+	}
+	if _, err := os.Stat(filepath.Join(k8sBinDir, "kubelet")); err != nil {
+		fmt.Printf("k8s: skipped: no Kubernetes binaries in %s (make e2e-k8s builds them)\n", k8sBinDir)
+		os.Exit(0)
+	}
+	dir, cleanup, err := testbin.Dir()
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
+
+// twoNodes: two agent VMs, six pods each, subnet 10.2.0.0/24.
+const twoNodes = `{"properties": {
+  "orchestratorProfile": {"kubernetesConfig": {"clusterSubnet": "10.2.0.0/24", "kubeletConfig": {"--max-pods": "6"}}},
+  "masterProfile": {"count": 0, "vnetCidr": "10.2.0.0/16"},
+  "agentPoolProfiles": [{"name": "pool", "count": 2}]}}`
+
+func TestCluster(t *testing.T) {
+	for _, mode := range []string{"bridge", "transparent"} {
+		t.Run(mode, func(t *testing.T) { testCluster(t, mode) })
+	}
+}
+
+func testCluster(t *testing.T, mode string) {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	name := "k" + hex.EncodeToString(b)
+	ctx := context.Background()
+	start := time.Now()
+	t.Cleanup(func() { _ = lab.Down(name) })
+	l, err := lab.Up(ctx, lab.UpOptions{Name: name, Definition: []byte(twoNodes), Mode: mode, BinDir: binDir,
+		Executable: filepath.Join(binDir, "vnetctl"), Kubernetes: true, K8sBinDir: k8sBinDir, Progress: testWriter{t}})
+	if err != nil {
+		t.Fatalf("lab up --kubernetes: %v", err)
+	}
+	t.Logf("cluster Ready in %s", time.Since(start).Round(time.Second))
+	c := l.Kubernetes
+
+	// The operator's view: nodes Ready with their VM's address.
+	out, err := c.Kubectl(ctx, "get", "nodes", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.addresses[?(@.type==\"InternalIP\")].address} {end}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range l.Nodes() {
+		if !strings.Contains(out, v.Name+"="+v.PrimaryIP.String()) {
+			t.Errorf("nodes %q: want %s with InternalIP %s", out, v.Name, v.PrimaryIP)
+		}
+	}
+
+	// The examples work as shipped.
+	if _, err := c.Kubectl(ctx, "apply", "-f", "../../examples/"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Kubectl(ctx, "rollout", "status", "deployment/echo", "--timeout=180s"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		logs, _ := c.Kubectl(ctx, "logs", "client")
+		if strings.Contains(logs, ": 200 in ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the example client never got an answer from the echo Service:\n%s", logs)
+		}
+		time.Sleep(2 * time.Second)
+	}
+	if _, err := c.Kubectl(ctx, "delete", "-f", "../../examples/", "--wait=true", "--timeout=120s"); err != nil {
+		t.Fatal(err)
+	}
+
+	m, err := lab.CheckKubernetes(ctx, name)
+	if err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	for _, r := range m.Rows {
+		if !r.OK {
+			t.Errorf("%s %s → %s: expected %s, observed %s", r.Check, r.From, r.To, r.Expected, r.Observed)
+		}
+	}
+	if m.Passed < 10 {
+		t.Errorf("only %d checks ran", m.Passed)
+	}
+
+	if err := lab.Down(name); err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	if left, _ := netns.List(name + "-"); len(left) > 0 {
+		t.Errorf("down left namespaces %v", left)
+	}
+	for _, v := range l.Nodes() {
+		for _, cg := range []string{k8slab.NodeCgroup(name, v.Name), k8slab.PodCgroup(name, v.Name)} {
+			if pids := k8slab.CgroupPIDs(cg); len(pids) > 0 {
+				t.Errorf("down left processes %v in cgroup %s", pids, cg)
+			}
+			if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", cg)); err == nil {
+				t.Errorf("down left cgroup %s", cg)
+			}
+		}
+	}
+	if _, err := os.Stat(lab.Dir(name)); err == nil {
+		t.Errorf("down left %s", lab.Dir(name))
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
