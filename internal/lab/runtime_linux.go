@@ -127,15 +127,13 @@ func delRuntimePod(ctx context.Context, l *Lab, p Pod) error {
 	return err
 }
 
-// stopRuntimes ends the runtimes the lab's VMs run, removing their
-// sandboxes first.
+// stopRuntimes ends the runtimes the lab's VMs run (containerd for
+// --runtime pods, and whatever the runtime tests left), removing their
+// sandboxes and containers first.
 func stopRuntimes(l *Lab) error {
 	var errs []error
 	for _, v := range l.Spec.VMs {
-		if _, err := os.Stat(l.containerdDir(v.Name)); err != nil {
-			continue
-		}
-		errs = append(errs, runtimes.ContainerdAt(l.RuntimeNode(v.Name), l.containerdDir(v.Name), true).Stop(context.Background()))
+		errs = append(errs, runtimes.Cleanup(context.Background(), l.RuntimeNode(v.Name), l.VMDir(v.Name)))
 	}
 	return errors.Join(errs...)
 }

@@ -45,8 +45,8 @@ func StartDocker(ctx context.Context, n Node, dir string) (*Docker, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Docker{Node: n, Dir: dir, containerd: ctd}
-	k.d = daemon{name: "dockerd for " + n.Name, pidFile: filepath.Join(dir, "dockerd.pid"), marker: k.Host()}
+	k := dockerAt(n, dir)
+	k.containerd = ctd
 	if _, ok := k.d.running(); !ok {
 		cfg := filepath.Join(dir, "daemon.json")
 		if err := os.WriteFile(cfg, []byte("{}\n"), 0o644); err != nil {
