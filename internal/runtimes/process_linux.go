@@ -281,7 +281,7 @@ func rmdirTree(dir string) error {
 		}
 	}
 	var lastErr error
-	for i := 0; i < 50; i++ { // a cgroup empties a moment after its last task exits
+	for i := 0; i < 250; i++ { // a cgroup empties a moment after its last task (conmon, a shim) exits
 		if lastErr = unix.Rmdir(dir); lastErr == nil || errors.Is(lastErr, unix.ENOENT) {
 			return nil
 		}

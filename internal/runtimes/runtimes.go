@@ -153,9 +153,16 @@ func ContainerdConfig(dir string, n Node, snapshotter string, cri bool) string {
 
 // PodmanConfig is podman's containers.conf for a node: the CNI backend on
 // the node's directories, cgroupfs, lower ulimits (root here may lack
-// CAP_SYS_RESOURCE), every path under dir.
+// CAP_SYS_RESOURCE), every path under dir. The node's plugin environment
+// goes into [engine] env: podman does not pass its own environment to
+// conmon, whose exit command ("podman container cleanup") may be the one
+// that runs the CNI DEL — without it the plugin would use its defaults.
 func PodmanConfig(dir string, n Node, network string) string {
 	q := func(s string) string { return fmt.Sprintf("%q", s) }
+	env := make([]string, len(n.Env))
+	for i, e := range n.Env {
+		env[i] = q(e)
+	}
 	return fmt.Sprintf(`# Written by vnetcni for node %s; everything lives under %s.
 [containers]
 default_ulimits = ["nproc=4096:4096", "nofile=4096:4096"]
@@ -168,6 +175,7 @@ network_config_dir = %s
 default_network = %s
 
 [engine]
+env = [%s]
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 events_logfile_path = %s
@@ -175,7 +183,7 @@ tmp_dir = %s
 static_dir = %s
 volume_path = %s
 runtime = "runc"
-`, n.Name, dir, q(n.CNIBinDir), q(n.CNIConfDir), q(network), q(filepath.Join(dir, "events.log")),
+`, n.Name, dir, q(n.CNIBinDir), q(n.CNIConfDir), q(network), strings.Join(env, ", "), q(filepath.Join(dir, "events.log")),
 		q(filepath.Join(dir, "tmp")), q(filepath.Join(dir, "root", "libpod")), q(filepath.Join(dir, "root", "volumes")))
 }
 

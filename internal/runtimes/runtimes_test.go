@@ -13,7 +13,8 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 var testNode = Node{Name: "lab-vm-1", NetNS: "/run/netns/lab-vm-1",
-	CNIBinDir: "/run/vnetcni-lab/lab/vms/vm-1/bin", CNIConfDir: "/run/vnetcni-lab/lab/vms/vm-1/net.d"}
+	CNIBinDir: "/run/vnetcni-lab/lab/vms/vm-1/bin", CNIConfDir: "/run/vnetcni-lab/lab/vms/vm-1/net.d",
+	Env: []string{"AZURE_VNET_STATE_DIR=/run/vnetcni-lab/lab/vms/vm-1/state", "AZURE_VNET_LOG_FILE=/run/vnetcni-lab/lab/vms/vm-1/azure-vnet.log"}}
 
 // golden compares got with testdata/name, or rewrites it with -update.
 func golden(t *testing.T, name, got string) {

@@ -3,12 +3,16 @@ package runtimes
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vnetcni/vnetcni/internal/runtimes"
+	"github.com/vnetcni/vnetcni/internal/store"
 )
 
 // TestPodman runs a container with Debian's podman (CNI backend) on the
@@ -58,14 +62,39 @@ func TestPodman(t *testing.T) {
 	assertInPool(t, vmA, ip)
 	mustReach(t, sandbox, ip, peer.NetNS, peer.IP)
 
+	// The container's process dies by itself: then conmon's exit command
+	// ("podman container cleanup"), not the podman the test runs, tears the
+	// network down, and it must reach the plugin with the VM's state dir.
+	_, defaultStateBefore := os.Stat(store.DefaultDir)
+	pidOut, err := pm.Run(ctx, "inspect", "--format", "{{.State.Pid}}", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(pidOut)
+	if err != nil || pid <= 0 {
+		t.Fatalf("podman inspect %s: pid %q", name, pidOut)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		calls := pluginCalls(t, vmA, id)
+		if len(calls) >= 2 && calls[len(calls)-1].cmd == "DEL" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("plugin calls for podman container %s 30 s after its process died: %+v; want ADD ... DEL (from conmon's cleanup)", id, calls)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := os.Stat(store.DefaultDir); err == nil && defaultStateBefore != nil {
+		t.Errorf("the plugin wrote its default state dir %s: a podman call ran it without the VM's environment", store.DefaultDir)
+	}
 	if _, err := pm.Run(ctx, "rm", "--force", "--time", "0", id); err != nil {
 		t.Fatal(err)
 	}
-	calls := pluginCalls(t, vmA, id)
-	if len(calls) < 2 || calls[0].cmd != "ADD" || calls[len(calls)-1].cmd != "DEL" {
-		t.Errorf("plugin calls for podman container %s: %+v; want ADD ... DEL", id, calls)
-	}
 	assertBack(t, vmA, before, id)
-	report(t, "podman", fmt.Sprintf("podman %s (CNI backend, network azure): container %s (%s) <-> lab pod %s (%s); podman rm released it; nothing left",
+	report(t, "podman", fmt.Sprintf("podman %s (CNI backend, network azure): container %s (%s) <-> lab pod %s (%s); its exit (conmon's cleanup) released it; nothing left",
 		version, ip, vmA, peer.IP, vmB))
 }
