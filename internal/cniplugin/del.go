@@ -1,7 +1,6 @@
 package cniplugin
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -91,21 +90,17 @@ func (n *node) teardown(st *store.State, containerID, ifName string) error {
 }
 
 // validAttachments returns GC's cni.dev/valid-attachments. libcni sends the
-// key with a null value when the runtime keeps no attachment at all: that
-// is an empty list (collect everything), not a missing one.
-func validAttachments(conf *netconf.NetConf, stdin []byte) (map[types.GCAttachment]bool, error) {
+// key with a null value when the runtime keeps no attachment, and leaves it
+// out when called without GC arguments, as cnitool's gc does to collect
+// every attachment of the network: both mean an empty list.
+func validAttachments(conf *netconf.NetConf) map[types.GCAttachment]bool {
 	valid := map[types.GCAttachment]bool{}
-	if conf.ValidAttachments == nil {
-		var raw map[string]json.RawMessage
-		if err := json.Unmarshal(stdin, &raw); err != nil || raw["cni.dev/valid-attachments"] == nil {
-			return nil, &netconf.FieldError{Field: "cni.dev/valid-attachments", Problem: "required for GC"}
+	if conf.ValidAttachments != nil {
+		for _, a := range *conf.ValidAttachments {
+			valid[a] = true
 		}
-		return valid, nil
 	}
-	for _, a := range *conf.ValidAttachments {
-		valid[a] = true
-	}
-	return valid, nil
+	return valid
 }
 
 // release frees the allocation and forgets the endpoint, in one update.
@@ -125,10 +120,7 @@ func (p *Plugin) gc(args *skel.CmdArgs, tr *tracer) error {
 	if err != nil {
 		return err
 	}
-	valid, err := validAttachments(conf, args.StdinData)
-	if err != nil {
-		return err
-	}
+	valid := validAttachments(conf)
 	n, err := p.openNode(conf)
 	if err != nil {
 		return err

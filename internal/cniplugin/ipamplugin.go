@@ -135,10 +135,7 @@ func (p *Plugin) ipamGC(args *skel.CmdArgs, tr *tracer) error {
 		return err
 	}
 	defer n.close()
-	valid, err := validAttachments(n.conf, args.StdinData)
-	if err != nil {
-		return err
-	}
+	valid := validAttachments(n.conf)
 	return n.store.Update(func(st *store.State) error {
 		for _, a := range st.SortedAllocations() {
 			if a.Network != n.conf.Name || a.Owner != p.Name {

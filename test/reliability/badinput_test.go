@@ -290,7 +290,7 @@ func badCases(t *testing.T, n *node) []badCase {
 		{name: "static gateway", conf: static(map[string]any{"addresses": []string{"10.0.0.1"}}), code: 7, say: []string{"ipam.addresses[0]", "gateway"}},
 		{name: "static 5000 addresses", conf: static(map[string]any{"addresses": many(5000, func(i int) string { return "10.0.0.40" })}), code: 7, say: []string{"ipam.addresses", "at most"}},
 		{name: "static primary outside", conf: static(map[string]any{"primaryIP": "10.9.9.9"}), code: 7, say: []string{"ipam.primaryIP", "10.9.9.9"}},
-		{name: "GC without valid attachments", cmd: "GC", code: 7, say: []string{"cni.dev/valid-attachments"}},
+		{name: "GC with valid attachments not a list", cmd: "GC", conf: set("cni.dev/valid-attachments", map[string]any{}), code: 7, say: []string{"cni.dev/valid-attachments"}},
 		{name: "CHECK without prevResult", cmd: "CHECK", code: 7, say: []string{"prevResult"}},
 		{name: "CHECK with garbage prevResult", cmd: "CHECK", conf: set("prevResult", map[string]any{"ips": "all"}), code: 7, say: []string{"prevResult"}},
 

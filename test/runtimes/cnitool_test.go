@@ -108,19 +108,16 @@ func TestCNITool(t *testing.T) {
 
 	// cnitool's GC passes no GCArgs: libcni DELs every attachment in its
 	// cache, then sends GC without cni.dev/valid-attachments, which the
-	// CNI 1.1 spec requires and the plugin refuses rather than guess.
+	// plugin takes as "none is valid", as cnitool means it.
 	if _, err := cnitoolRun(ctx, vm, netconf, "add", podNS, args); err != nil {
 		t.Fatal(err)
 	}
 	if after := vmState(t, vm); after.allocations != before.allocations+1 {
 		t.Fatalf("after a second ADD: %+v, want one allocation more than %+v", after, before)
 	}
-	gc := "GC ok"
+	gc := "GC"
 	if _, err := cnitoolRun(ctx, vm, netconf, "gc", podNS, ""); err != nil {
-		if !strings.Contains(err.Error(), "cni.dev/valid-attachments") {
-			t.Fatal(err)
-		}
-		gc = "GC refused without cni.dev/valid-attachments after libcni DELed the cached attachment"
+		t.Fatal(err)
 	}
 	assertBack(t, vm, before)
 	report(t, "cnitool", fmt.Sprintf("cnitool v1.3.1, cniVersion 1.1.0: STATUS, ADD %s (%s) <-> lab pod %s (%s), CHECK, DEL, ADD+%s; nothing left",
