@@ -76,7 +76,7 @@ func Document(r *Results, analysis string) string {
 	p("), vnetcni %s. Everything below except the analysis is rewritten by each run; the raw results are in "+
 		"[`bench/results.json`](bench/results.json).\n\n", r.Version)
 	p("Run it with `make bench` (as root; it builds everything first and takes about ten minutes). `BENCH_QUICK=1 make bench` " +
-		"is a smoke run of a few seconds that writes to a temporary directory instead of `docs/`.\n\n")
+		"is a smoke run of about a minute that writes to a temporary directory instead of `docs/`.\n\n")
 
 	p("## Machine\n\n")
 	mt := &table{head: []string{"", ""}}
