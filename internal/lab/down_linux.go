@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -41,6 +44,13 @@ func Down(name string) error {
 	} else if !errors.Is(err, ErrNoLab) {
 		// An unreadable description must not keep the rest from going.
 		errs = append(errs, err)
+	}
+	// Whatever a crash left running without a record: the lab's daemon
+	// and cluster supervisors, found by their command lines.
+	for _, pid := range labProcesses(name) {
+		if err := stopProcess(pid); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	left, err := netns.List(name + "-")
 	if err != nil {
@@ -86,6 +96,41 @@ func isZombie(stat []byte) bool {
 	for i := len(stat) - 1; i >= 0; i-- {
 		if stat[i] == ')' {
 			return i+2 < len(stat) && stat[i+2] == 'Z'
+		}
+	}
+	return false
+}
+
+// labProcesses lists the running vnetctl processes of a lab: "lab serve
+// --name NAME" and "lab k8s ... --name NAME".
+func labProcesses(name string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if isLabProcess(args, name) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func isLabProcess(args []string, name string) bool {
+	i := slices.Index(args, "lab")
+	if i < 0 || i+1 >= len(args) || (args[i+1] != "serve" && args[i+1] != "k8s") {
+		return false
+	}
+	for k := i; k+1 < len(args); k++ {
+		if args[k] == "--name" && args[k+1] == name {
+			return true
 		}
 	}
 	return false

@@ -245,3 +245,21 @@ func TestValidName(t *testing.T) {
 		}
 	}
 }
+
+func TestIsLabProcess(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"/bin/vnetctl", "lab", "serve", "--name", "lab"}, true},
+		{[]string{"/bin/vnetctl", "lab", "k8s", "node", "--name", "lab", "--vm", "vm-1"}, true},
+		{[]string{"nsenter", "--net=/run/netns/lab-cp", "--", "/bin/vnetctl", "lab", "k8s", "controlplane", "--name", "lab"}, true},
+		{[]string{"/bin/vnetctl", "lab", "serve", "--name", "lab2"}, false},
+		{[]string{"/bin/vnetctl", "lab", "up", "--name", "lab"}, false},
+		{[]string{"kubelet", "--name", "lab"}, false},
+	} {
+		if got := isLabProcess(tc.args, "lab"); got != tc.want {
+			t.Errorf("isLabProcess(%q, lab) = %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}
