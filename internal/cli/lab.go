@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -401,31 +402,27 @@ func labKubeconfigCmd(name *string) *cobra.Command {
 // namespaces; not for interactive use.
 func labK8sCmd(name *string) *cobra.Command {
 	c := &cobra.Command{Use: "k8s", Short: "The lab cluster's supervisors (started by lab up --kubernetes)", Hidden: true}
+	// supervise runs a supervisor on the lab's cluster until SIGTERM.
+	supervise := func(cmd *cobra.Command, run func(context.Context, *k8slab.Cluster) error) error {
+		cl, err := k8slab.Load(filepath.Join(lab.Dir(*name), "k8s"))
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return run(ctx, cl)
+	}
 	cp := &cobra.Command{
 		Use:  "controlplane",
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := k8slab.Load(filepath.Join(lab.Dir(*name), "k8s"))
-			if err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
-			defer stop()
-			return k8slab.RunControlPlane(ctx, cl)
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return supervise(cmd, k8slab.RunControlPlane) },
 	}
 	var vm string
 	node := &cobra.Command{
 		Use:  "node",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := k8slab.Load(filepath.Join(lab.Dir(*name), "k8s"))
-			if err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
-			defer stop()
-			return k8slab.RunNode(ctx, cl, vm)
+			return supervise(cmd, func(ctx context.Context, cl *k8slab.Cluster) error { return k8slab.RunNode(ctx, cl, vm) })
 		},
 	}
 	node.Flags().StringVar(&vm, "vm", "", "the VM this node runs on")

@@ -51,13 +51,9 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 		return err
 	}
 	defer func() { unlock(err != nil) }()
-	st, err := n.store.Read()
-	damaged := store.IsDamaged(err)
-	if err != nil && !damaged {
+	st, damaged, err := n.readState()
+	if err != nil {
 		return err
-	}
-	if st == nil {
-		st = store.NewState()
 	}
 	if rec, ok := st.Endpoints[store.EndpointKey(args.ContainerID, args.IfName)]; ok {
 		// ADD again without DEL: an intact attachment is the answer; what

@@ -44,12 +44,9 @@ func (p *Plugin) del(args *skel.CmdArgs, tr *tracer) error {
 // remove tears down one attachment and releases its address; the caller
 // holds the attachment's lock.
 func (n *node) remove(containerID, ifName string, tr *tracer) error {
-	st, err := n.store.Read()
-	if err != nil && !store.IsDamaged(err) {
+	st, _, err := n.readState()
+	if err != nil {
 		return err
-	}
-	if st == nil {
-		st = store.NewState()
 	}
 	tr.mark("state")
 	if err := n.teardown(st, containerID, ifName); err != nil {
@@ -126,12 +123,9 @@ func (p *Plugin) gc(args *skel.CmdArgs, tr *tracer) error {
 		return err
 	}
 	defer n.close()
-	st, err := n.store.Read()
-	if err != nil && !store.IsDamaged(err) {
+	st, _, err := n.readState()
+	if err != nil {
 		return err
-	}
-	if st == nil {
-		st = store.NewState()
 	}
 	stale := map[types.GCAttachment]bool{}
 	for _, e := range st.Endpoints {

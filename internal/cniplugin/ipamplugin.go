@@ -48,12 +48,9 @@ func (p *Plugin) ipamAdd(args *skel.CmdArgs, tr *tracer) error {
 		return err
 	}
 	defer n.close()
-	st, err := n.store.Read()
-	if err != nil && !store.IsDamaged(err) {
+	st, _, err := n.readState()
+	if err != nil {
 		return err
-	}
-	if st == nil {
-		st = store.NewState()
 	}
 	if err := n.resolveMaster(st); err != nil {
 		return err

@@ -47,6 +47,17 @@ func (p *Plugin) openNode(conf *netconf.NetConf) (*node, error) {
 
 func (n *node) close() { n.host.Close() }
 
+// readState reads the node's state without locking. A damaged file reads as
+// an empty state (and damaged true): the next update rebuilds it from the
+// kernel, and commands that only read go by the kernel meanwhile.
+func (n *node) readState() (st *store.State, damaged bool, err error) {
+	st, err = n.store.Read()
+	if store.IsDamaged(err) {
+		return store.NewState(), true, nil
+	}
+	return st, false, err
+}
+
 // resolveMaster finds the NIC: the configured master, the one recorded for
 // the network, or the interface carrying the default route (the bridge's
 // port with the same MAC once bridge mode has moved the route).

@@ -9,7 +9,6 @@ import (
 
 	"github.com/vnetcni/vnetcni/internal/ipam"
 	"github.com/vnetcni/vnetcni/internal/netconf"
-	"github.com/vnetcni/vnetcni/internal/store"
 )
 
 // status reports whether an ADD could be served now: the pool is known
@@ -24,12 +23,9 @@ func (p *Plugin) status(args *skel.CmdArgs, tr *tracer) error {
 		return err
 	}
 	defer n.close()
-	st, err := n.store.Read()
-	if err != nil && !store.IsDamaged(err) {
+	st, _, err := n.readState()
+	if err != nil {
 		return err
-	}
-	if st == nil {
-		st = store.NewState()
 	}
 	if err := n.resolveMaster(st); err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, err.Error(), "")

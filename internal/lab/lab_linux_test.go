@@ -20,21 +20,7 @@ import (
 
 var binDir string
 
-func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Println("lab: skipped: these tests need root for network namespaces")
-		os.Exit(0)
-	}
-	dir, cleanup, err := testbin.Dir()
-	if err != nil {
-		fmt.Println(err)
-		os.Exit(1)
-	}
-	binDir = dir
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, testbin.Suite{Name: "lab"}, &binDir) }
 
 func testName() string {
 	b := make([]byte, 4)

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
 )
 
 // EnvDir names a directory with prebuilt binaries (make test sets it to bin/).
@@ -58,4 +59,35 @@ func Build(dir string) error {
 		return fmt.Errorf("build image binaries: %v\n%s", err, out)
 	}
 	return nil
+}
+
+// Suite is a test package that runs the built binaries as root.
+type Suite struct {
+	Name string // in skip messages
+	// Gate names an environment variable that must be "1" for the suite
+	// to run (long suites stay out of plain go test); empty runs always.
+	Gate string
+	Hint string // how the gated suite is meant to be run, e.g. "make reliability"
+}
+
+// Main is a TestMain for a Suite: it skips with a message when not root or
+// not enabled, provides the binaries in *dir, runs the tests and exits.
+func Main(m *testing.M, s Suite, dir *string) {
+	if s.Gate != "" && os.Getenv(s.Gate) != "1" {
+		fmt.Printf("%s: skipped: set %s=1 (%s) to run\n", s.Name, s.Gate, s.Hint)
+		os.Exit(0)
+	}
+	if os.Geteuid() != 0 {
+		fmt.Printf("%s: skipped: these tests need root for network namespaces\n", s.Name)
+		os.Exit(0)
+	}
+	d, cleanup, err := Dir()
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	*dir = d
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
 }

@@ -34,21 +34,7 @@ import (
 // binDir holds the plugins under test plus portmap and loopback.
 var binDir string
 
-func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Println("e2e: skipped: these tests need root for network namespaces")
-		os.Exit(0)
-	}
-	dir, cleanup, err := testbin.Dir()
-	if err != nil {
-		fmt.Println(err)
-		os.Exit(1)
-	}
-	binDir = dir
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, testbin.Suite{Name: "e2e"}, &binDir) }
 
 func randHex(n int) string {
 	b := make([]byte, (n+1)/2)

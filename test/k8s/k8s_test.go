@@ -26,31 +26,15 @@ const EnvK8sBinDir = "VNETCNI_K8S_BIN_DIR"
 var binDir, k8sBinDir string
 
 func TestMain(m *testing.M) {
-	if os.Getenv("VNETCNI_E2E_K8S") != "1" {
-		fmt.Println("k8s: skipped: runs under make e2e-k8s (VNETCNI_E2E_K8S=1), which builds the Kubernetes binaries")
-		os.Exit(0)
-	}
-	if os.Geteuid() != 0 {
-		fmt.Println("k8s: skipped: needs root")
-		os.Exit(0)
-	}
 	k8sBinDir = os.Getenv(EnvK8sBinDir)
 	if k8sBinDir == "" {
 		k8sBinDir = k8slab.DefaultBinDir
 	}
-	if _, err := os.Stat(filepath.Join(k8sBinDir, "kubelet")); err != nil {
-		fmt.Printf("k8s: skipped: no Kubernetes binaries in %s (make e2e-k8s builds them)\n", k8sBinDir)
-		os.Exit(0)
-	}
-	dir, cleanup, err := testbin.Dir()
-	if err != nil {
-		fmt.Println(err)
+	if _, err := os.Stat(filepath.Join(k8sBinDir, "kubelet")); err != nil && os.Getenv("VNETCNI_E2E_K8S") == "1" {
+		fmt.Printf("k8s: no Kubernetes binaries in %s (make k8s-binaries builds them)\n", k8sBinDir)
 		os.Exit(1)
 	}
-	binDir = dir
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
+	testbin.Main(m, testbin.Suite{Name: "k8s", Gate: "VNETCNI_E2E_K8S", Hint: "make e2e-k8s, which builds the Kubernetes binaries"}, &binDir)
 }
 
 // twoNodes: two agent VMs, six pods each, subnet 10.2.0.0/24.

@@ -57,23 +57,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envWireserverProcess) != "" {
 		os.Exit(wireserverProcess())
 	}
-	if os.Getenv(EnvRun) != "1" {
-		fmt.Printf("reliability: skipped: set %s=1 (make reliability) to run\n", EnvRun)
-		os.Exit(0)
-	}
-	if os.Geteuid() != 0 {
-		fmt.Println("reliability: skipped: these tests need root for network namespaces")
-		os.Exit(0)
-	}
-	dir, cleanup, err := testbin.Dir()
-	if err != nil {
-		fmt.Println(err)
-		os.Exit(1)
-	}
-	binDir = dir
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
+	testbin.Main(m, testbin.Suite{Name: "reliability", Gate: EnvRun, Hint: "make reliability"}, &binDir)
 }
 
 func randHex(n int) string {
