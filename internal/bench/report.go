@@ -140,8 +140,11 @@ func TargetTable(r *Results) string {
 	t := &table{head: []string{"target", "want", "got", "met"}}
 	for _, x := range r.Targets {
 		met := "**no**"
-		if x.Met {
+		switch {
+		case x.Met:
 			met = "yes"
+		case strings.HasPrefix(x.Got, noValue):
+			met = "not measured"
 		}
 		t.row(x.Name, x.Want, x.Got, met)
 	}
