@@ -323,6 +323,9 @@ func labStatusCmd(name *string) *cobra.Command {
 				daemon = fmt.Sprintf("pid %d", s.DaemonPID)
 			}
 			fmt.Fprintf(out, "lab %s: %s mode, VNet %s, subnet %s, up %s, services daemon %s\n", s.Name, s.Mode, s.VNet, s.Subnet, s.Up, daemon)
+			if k := s.Kubernetes; k != nil {
+				fmt.Fprintf(out, "Kubernetes %s: API server %s (subnet %s); KUBECONFIG=%s\n", k.Version, k.APIServer, k.APISubnet, k.Kubeconfig)
+			}
 			if !s.Complete {
 				fmt.Fprintln(out, "warning: the lab is half-built; run vnetctl lab up again to repair it")
 			}
@@ -330,7 +333,11 @@ func labStatusCmd(name *string) *cobra.Command {
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "VM\tROLE\tNIC MAC\tPRIMARY IP\tPUBLIC IP\tPOOL USED\tPOOL FREE\tPODS\tFABRIC DROPS (MAC/IP/OTHER)")
 			for _, v := range s.VMs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%d\t%d\t%d/%d/%d\n", v.Name, v.Role, v.MAC, v.PrimaryIP, v.PublicIP,
+				public := "-"
+				if v.PublicIP.IsValid() {
+					public = v.PublicIP.String()
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%d\t%d\t%d/%d/%d\n", v.Name, v.Role, v.MAC, v.PrimaryIP, public,
 					v.PoolUsed, v.PoolSize, v.PoolFree, v.Pods, v.Drops.BadMAC, v.Drops.BadIP, v.Drops.Other)
 			}
 			tw.Flush()

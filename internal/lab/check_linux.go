@@ -86,7 +86,7 @@ func Check(ctx context.Context, name string) (*Matrix, error) {
 	for _, p := range l.Pods {
 		byVM[p.VM] = append(byVM[p.VM], p)
 	}
-	vms := l.Spec.VMs
+	vms := l.Nodes()
 
 	// The VMs themselves, for reference.
 	for i, v := range vms {

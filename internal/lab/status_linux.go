@@ -1,11 +1,13 @@
 package lab
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
 	"github.com/vnetcni/vnetcni/internal/fabric"
 	"github.com/vnetcni/vnetcni/internal/ipam"
+	"github.com/vnetcni/vnetcni/internal/k8slab"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
 
@@ -36,6 +38,16 @@ type Status struct {
 	VMs          []VMStatus `json:"vms"`
 	Pods         []Pod      `json:"pods"`
 	NoPublicDrop uint64     `json:"fabricNoPublicIPDrops"`
+	// Kubernetes describes the lab's cluster, if it runs one.
+	Kubernetes *KubernetesStatus `json:"kubernetes,omitempty"`
+}
+
+// KubernetesStatus is where a lab's cluster is.
+type KubernetesStatus struct {
+	Version    string `json:"version"`
+	APIServer  string `json:"apiServer"` // VIP:443
+	APISubnet  string `json:"apiServerSubnet"`
+	Kubeconfig string `json:"kubeconfig"`
 }
 
 // GetStatus gathers VMs, pools (from each VM's plugin state), pods and the
@@ -48,6 +60,10 @@ func GetStatus(name string) (*Status, error) {
 	s := &Status{Name: name, Mode: l.Mode, VNet: l.Plan.VNet.String(), Subnet: l.Plan.Subnet.String(),
 		Up: time.Since(l.Created).Round(time.Second).String(), Complete: l.Complete, Pods: l.Pods}
 	s.DaemonPID, _ = l.daemonPID()
+	if c := l.Kubernetes; c != nil {
+		s.Kubernetes = &KubernetesStatus{Version: k8slab.Version, APIServer: fmt.Sprintf("%s:%d", c.VIP, k8slab.APIServerPort),
+			APISubnet: l.Plan.APIServer.Subnet.String(), Kubeconfig: c.AdminKubeconfig()}
+	}
 	counters, noPublic, cerr := fabric.Open(l.Spec).Counters()
 	s.NoPublicDrop = noPublic
 	pods := map[string]int{}
@@ -55,7 +71,11 @@ func GetStatus(name string) (*Status, error) {
 		pods[p.VM]++
 	}
 	for i, v := range l.Spec.VMs {
-		vs := VMStatus{Name: v.Name, Role: l.Plan.Nodes[i].Role, MAC: v.MAC.String(), PrimaryIP: v.PrimaryIP,
+		role := "control plane"
+		if i < len(l.Plan.Nodes) {
+			role = l.Plan.Nodes[i].Role
+		}
+		vs := VMStatus{Name: v.Name, Role: role, MAC: v.MAC.String(), PrimaryIP: v.PrimaryIP,
 			PublicIP: v.PublicIP, PoolSize: len(v.SecondaryIPs), PoolFree: len(v.SecondaryIPs), Pods: pods[v.Name]}
 		if cerr == nil {
 			vs.Drops = counters[v.Name]
