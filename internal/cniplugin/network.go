@@ -137,6 +137,9 @@ func (n *node) manager() *ipam.Manager {
 		MAC:    n.mac(),
 		MaxAge: n.conf.IPAM.Refresh,
 		Now:    n.p.Now,
+		OnStale: func(p *store.Pool, err error) {
+			n.p.Log.Warn("pool source failed; using the cached pool", "readAt", p.ReadAt, "source", p.Source, "err", err)
+		},
 	}
 }
 

@@ -20,6 +20,9 @@ type Manager struct {
 	MAC    net.HardwareAddr // the NIC whose secondaries form the pool
 	MaxAge time.Duration    // re-read the source when the cache is older
 	Now    func() time.Time
+	// OnStale, when set, hears that the pool source failed and a stale
+	// cached pool with free addresses is used instead.
+	OnStale func(cached *store.Pool, err error)
 	// Avoid holds addresses never to hand out, whatever the state says:
 	// the node's kernel still gives them to pods (a state file restored
 	// from an old copy does not know them).
@@ -48,16 +51,30 @@ func (m *Manager) Pool(ctx context.Context) (*store.Pool, error) {
 		return nil, err
 	}
 	var seen time.Time
+	var cached *store.Pool
 	if err == nil {
 		p := st.Pools[m.PoolID()]
-		if !Stale(p, m.MaxAge, m.now()) && len(Free(st, p)) > 0 {
+		free := p != nil && len(Free(st, p)) > 0
+		if !Stale(p, m.MaxAge, m.now()) && free {
 			return p, nil
 		}
 		if p != nil {
 			seen = p.ReadAt
+			if free {
+				cached = p
+			}
 		}
 	}
-	return m.refreshOnce(ctx, seen)
+	p, rerr := m.refreshOnce(ctx, seen)
+	if rerr != nil && cached != nil {
+		// The source is down or slow, but the cached pool still has free
+		// addresses: an outage of the wireserver must not stop pods.
+		if m.OnStale != nil {
+			m.OnStale(cached, rerr)
+		}
+		return cached, nil
+	}
+	return p, rerr
 }
 
 // refreshOnce re-reads the source unless another process did while this

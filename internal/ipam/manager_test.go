@@ -409,3 +409,51 @@ func TestManagerAvoid(t *testing.T) {
 		t.Errorf("repeated Allocate(c1) = %v, %v; want %v", again, err, ip)
 	}
 }
+
+// A stale pool with free addresses is used when its source fails: an
+// outage of the wireserver does not stop pods.
+func TestPoolFallsBackToStaleCacheWhenSourceFails(t *testing.T) {
+	dir := t.TempDir()
+	testMAC := mustMAC(t, "00:0d:3a:6e:18:25")
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	src := &failingSource{ifs: []nic.Interface{{MAC: testMAC, IsPrimary: true, Subnets: []nic.Subnet{{
+		Prefix: netip.MustParsePrefix("10.0.0.0/24"),
+		Addresses: []nic.Address{{IP: netip.MustParseAddr("10.0.0.4"), IsPrimary: true}, {IP: netip.MustParseAddr("10.0.0.5")}},
+	}}}}}
+	var warned error
+	m := &Manager{Store: store.New(dir), Source: src, MAC: testMAC, MaxAge: time.Minute, Now: func() time.Time { return now },
+		OnStale: func(_ *store.Pool, err error) { warned = err }}
+	if _, err := m.Pool(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Hour)
+	src.fail = errors.New("wireserver down")
+	p, err := m.Pool(context.Background())
+	if err != nil || p == nil || len(p.Addresses) != 1 {
+		t.Fatalf("Pool with the source down and a stale cache = %v, %v; want the cached pool", p, err)
+	}
+	if warned == nil {
+		t.Errorf("OnStale was not told")
+	}
+	// Without free addresses the failure is the answer.
+	if _, _, err := m.Allocate(context.Background(), Owner{ContainerID: "a", IfName: "eth0"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Pool(context.Background()); err == nil {
+		t.Errorf("Pool with no free address and the source down succeeded")
+	}
+}
+
+type failingSource struct {
+	ifs  []nic.Interface
+	fail error
+}
+
+func (s *failingSource) Interfaces(context.Context) ([]nic.Interface, error) {
+	if s.fail != nil {
+		return nil, s.fail
+	}
+	return s.ifs, nil
+}
+
+func (s *failingSource) String() string { return "test source" }
