@@ -60,10 +60,19 @@ func TestBadInput(t *testing.T) {
 	rejected := 0
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			// The pool is due for a refresh: the case's source is read.
+			// The cached pool is stale and has no free address left, so
+			// the case's source is read (a stale pool with free addresses
+			// would be used when the source fails).
 			update(t, n, func(st *store.State) {
 				for _, p := range st.Pools {
 					p.ReadAt = time.Time{}
+					var held []netip.Addr
+					for _, a := range p.Addresses {
+						if _, ok := st.Allocations[a.String()]; ok {
+							held = append(held, a)
+						}
+					}
+					p.Addresses = held
 				}
 			})
 			pod := n.newPod(t, "bad")
