@@ -417,7 +417,7 @@ func TestPoolFallsBackToStaleCacheWhenSourceFails(t *testing.T) {
 	testMAC := mustMAC(t, "00:0d:3a:6e:18:25")
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	src := &failingSource{ifs: []nic.Interface{{MAC: testMAC, IsPrimary: true, Subnets: []nic.Subnet{{
-		Prefix: netip.MustParsePrefix("10.0.0.0/24"),
+		Prefix:    netip.MustParsePrefix("10.0.0.0/24"),
 		Addresses: []nic.Address{{IP: netip.MustParseAddr("10.0.0.4"), IsPrimary: true}, {IP: netip.MustParseAddr("10.0.0.5")}},
 	}}}}}
 	var warned error
