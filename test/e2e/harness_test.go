@@ -25,6 +25,7 @@ import (
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
 	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/fabric"
+	"github.com/vnetcni/vnetcni/internal/fabric/fabrictest"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/probe"
 	"github.com/vnetcni/vnetcni/internal/store"
@@ -121,23 +122,8 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 		}
 		spec.VMs = append(spec.VMs, v)
 	}
-	f, err := fabric.Build(spec)
-	if err != nil {
-		_ = fabric.Destroy(spec)
-		t.Fatalf("build fabric: %v", err)
-	}
-	c := &cluster{t: t, f: f}
-	t.Cleanup(func() {
-		if err := fabric.Destroy(spec); err != nil {
-			t.Errorf("destroy fabric: %v", err)
-		}
-	})
-	svc, err := f.Serve()
-	if err != nil {
-		t.Fatalf("serve fabric: %v", err)
-	}
-	c.svc = svc
-	t.Cleanup(func() { _ = svc.Close() })
+	f, svc := fabrictest.Start(t, spec)
+	c := &cluster{t: t, f: f, svc: svc}
 	for _, v := range spec.VMs {
 		dir := t.TempDir()
 		list, err := libcni.ConfListFromBytes(o.conflist)

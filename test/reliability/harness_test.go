@@ -41,6 +41,7 @@ import (
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
 	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/fabric"
+	"github.com/vnetcni/vnetcni/internal/fabric/fabrictest"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/probe"
 	"github.com/vnetcni/vnetcni/internal/store"
@@ -128,23 +129,8 @@ func newLab(t *testing.T, o labOpts) *lab {
 		}
 		spec.VMs = append(spec.VMs, v)
 	}
-	f, err := fabric.Build(spec)
-	if err != nil {
-		_ = fabric.Destroy(spec)
-		t.Fatalf("build fabric: %v", err)
-	}
-	l := &lab{t: t, f: f, mode: o.mode}
-	t.Cleanup(func() {
-		if err := fabric.Destroy(spec); err != nil {
-			t.Errorf("destroy fabric: %v", err)
-		}
-	})
-	svc, err := f.Serve()
-	if err != nil {
-		t.Fatalf("serve fabric: %v", err)
-	}
-	l.svc = svc
-	t.Cleanup(func() { _ = svc.Close() })
+	f, svc := fabrictest.Start(t, spec)
+	l := &lab{t: t, f: f, mode: o.mode, svc: svc}
 	for _, v := range spec.VMs {
 		n := &node{lab: l, spec: v, ns: f.VMNetNS(v.Name), dir: t.TempDir(), extra: o.extra}
 		n.setConf(o.mode, o.extra)
