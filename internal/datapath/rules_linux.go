@@ -51,7 +51,7 @@ func (r Rules) Fingerprint() string {
 	for _, p := range nm {
 		s = append(s, p.String())
 	}
-	return fmt.Sprintf("v2 %s %s %s %s %s snat=%t wireserver=%t imds-blocked=%t %s", r.Mode, r.Master, r.Bridge, r.NICMAC, r.PrimaryIP,
+	return fmt.Sprintf("v3 %s %s %s %s %s snat=%t wireserver=%t imds-blocked=%t %s", r.Mode, r.Master, r.Bridge, r.NICMAC, r.PrimaryIP,
 		r.SNAT, r.AllowWireserver, r.BlockIMDS, strings.Join(s, ","))
 }
 
@@ -71,13 +71,14 @@ type PodElem struct {
 }
 
 type tables struct {
-	br, ip *nftables.Table
+	br, ip, arp *nftables.Table
 	// bridge family
 	pods     *nftables.Set // ipv4_addr : ether_addr
 	podMACs  *nftables.Set // ifname . ether_addr
 	brPodIPs *nftables.Set // ifname . ipv4_addr
 	// ip family
 	podsL3   *nftables.Set // ifname . ipv4_addr (transparent mode)
+	arpIPs   *nftables.Set // ifname . ipv4_addr, in the arp table (transparent mode)
 	ipNomasq *nftables.Set
 	// inet_proto . inet_service pods may reach on the wireserver, per family
 	brWireserver, ipWireserver *nftables.Set
@@ -85,8 +86,9 @@ type tables struct {
 
 func (r Rules) tables() *tables {
 	t := &tables{
-		br: &nftables.Table{Family: nftables.TableFamilyBridge, Name: TableName(r.Network)},
-		ip: &nftables.Table{Family: nftables.TableFamilyIPv4, Name: TableName(r.Network)},
+		br:  &nftables.Table{Family: nftables.TableFamilyBridge, Name: TableName(r.Network)},
+		ip:  &nftables.Table{Family: nftables.TableFamilyIPv4, Name: TableName(r.Network)},
+		arp: &nftables.Table{Family: nftables.TableFamilyARP, Name: TableName(r.Network)},
 	}
 	t.pods = &nftables.Set{Table: t.br, Name: "pods", IsMap: true, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeEtherAddr}
 	t.podMACs = &nftables.Set{Table: t.br, Name: "pod-macs", Concatenation: true,
@@ -96,6 +98,8 @@ func (r Rules) tables() *tables {
 	t.podsL3 = &nftables.Set{Table: t.ip, Name: "pod-ips", Concatenation: true,
 		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)}
 	t.ipNomasq = &nftables.Set{Table: t.ip, Name: "nomasq", Interval: true, KeyType: nftables.TypeIPAddr}
+	t.arpIPs = &nftables.Set{Table: t.arp, Name: "pod-ips", Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)}
 	wsType := nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService)
 	t.brWireserver = &nftables.Set{Table: t.br, Name: "wireserver-ports", Concatenation: true, KeyType: wsType}
 	t.ipWireserver = &nftables.Set{Table: t.ip, Name: "wireserver-ports", Concatenation: true, KeyType: wsType}
@@ -133,6 +137,17 @@ func (r Rules) Program(c *nftables.Conn, resync bool, pods []PodElem) error {
 		if err := r.podGuards(c, ipPre, t.ipWireserver, fromPod, false); err != nil {
 			return fmt.Errorf("program %s: %w", TableName(r.Network), err)
 		}
+		// Nor claim another address in ARP: the node would take a pod's
+		// lie about the gateway or a neighbour into its table.
+		c.AddTable(t.arp)
+		// The arp family numbers its hooks NF_ARP_IN (0), NF_ARP_OUT (1).
+		arpIn := c.AddChain(&nftables.Chain{Table: t.arp, Name: "input", Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookRef(0), Priority: nftables.ChainPriorityFilter})
+		c.FlushTable(t.arp)
+		if err := c.AddSet(t.arpIPs, nil); err != nil {
+			return fmt.Errorf("program %s: %w", TableName(r.Network), err)
+		}
+		c.AddRule(nft.Rule(arpIn, fromPod, nft.InConcat(t.arpIPs, false, nft.KeyIIFName, nft.KeyARPSenderIP), nft.Counter(), nft.Drop()))
 	}
 	if r.SNAT {
 		// Pod traffic leaving the VNet takes the node's primary IP; the
@@ -156,6 +171,7 @@ func (r Rules) Program(c *nftables.Conn, resync bool, pods []PodElem) error {
 			c.FlushSet(t.brPodIPs)
 		} else {
 			c.FlushSet(t.podsL3)
+			c.FlushSet(t.arpIPs)
 		}
 		for _, p := range pods {
 			if err := r.addElems(c, t, p); err != nil {
@@ -281,7 +297,10 @@ func (r Rules) addElems(c *nftables.Conn, t *tables, p PodElem) error {
 		}
 		return c.SetAddElements(t.brPodIPs, []nftables.SetElement{{Key: ipKey(p)}})
 	}
-	return c.SetAddElements(t.podsL3, []nftables.SetElement{{Key: ipKey(p)}})
+	if err := c.SetAddElements(t.podsL3, []nftables.SetElement{{Key: ipKey(p)}}); err != nil {
+		return err
+	}
+	return c.SetAddElements(t.arpIPs, []nftables.SetElement{{Key: ipKey(p)}})
 }
 
 func macKey(p PodElem) []byte { return nft.ConcatKey(nft.IfName(p.HostIf), p.MAC) }
@@ -329,7 +348,8 @@ func (r Rules) DelPod(c *nftables.Conn, p PodElem) error {
 		elems = append(elems, elem{t.brPodIPs, nftables.SetElement{Key: ipKey(p)}},
 			elem{t.pods, nftables.SetElement{Key: nft.IPv4Key(p.IP), Val: orZeroMAC(p.MAC)}})
 	} else {
-		elems = append(elems, elem{t.podsL3, nftables.SetElement{Key: ipKey(p)}})
+		elems = append(elems, elem{t.podsL3, nftables.SetElement{Key: ipKey(p)}},
+			elem{t.arpIPs, nftables.SetElement{Key: ipKey(p)}})
 	}
 	// Adding then deleting in one transaction succeeds whether or not the
 	// element existed. All elements go in one transaction first, the
@@ -387,10 +407,12 @@ func (r Rules) Present(c *nftables.Conn) bool {
 	if _, err := c.ListTableOfFamily(t.ip.Name, t.ip.Family); err != nil {
 		return false
 	}
-	if r.Mode == ModeBridge {
-		if _, err := c.ListTableOfFamily(t.br.Name, t.br.Family); err != nil {
-			return false
-		}
+	extra := t.br
+	if r.Mode != ModeBridge {
+		extra = t.arp
+	}
+	if _, err := c.ListTableOfFamily(extra.Name, extra.Family); err != nil {
+		return false
 	}
 	return true
 }
@@ -463,7 +485,7 @@ func (r Rules) Pods(c *nftables.Conn) ([]PodElem, error) {
 // Remove deletes the network's tables.
 func (r Rules) Remove(c *nftables.Conn) error {
 	t := r.tables()
-	for _, tb := range []*nftables.Table{t.ip, t.br} {
+	for _, tb := range []*nftables.Table{t.ip, t.br, t.arp} {
 		c.DelTable(tb)
 		if err := c.Flush(); err != nil && !isNotFound(err) {
 			return fmt.Errorf("remove table %s: %w", tb.Name, err)

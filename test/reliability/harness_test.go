@@ -700,6 +700,7 @@ func (n *node) expect(v *view, pods []*pod) []string {
 			wantElems[br+"/pod-ips "+p.host+" . "+p.ip.String()] = ""
 		} else {
 			wantElems["2/pod-ips "+p.host+" . "+p.ip.String()] = ""
+			wantElems["3/pod-ips "+p.host+" . "+p.ip.String()] = "" // NFPROTO_ARP
 		}
 	}
 	for k, val := range v.elems {
