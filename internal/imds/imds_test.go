@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -15,31 +14,13 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/vnetcni/vnetcni/internal/nic"
+	"github.com/vnetcni/vnetcni/internal/nic/nictest"
 )
 
 var equateNetip = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
 
 // sampleDoc is the exact IMDS answer DESIGN.md quotes.
 const sampleDoc = `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4","publicIpAddress":""}],"subnet":[{"address":"10.0.0.0","prefix":"24"}]},"ipv6":{"ipAddress":[]}}]}`
-
-func mustMAC(t testing.TB, s string) net.HardwareAddr {
-	t.Helper()
-	m, err := net.ParseMAC(s)
-	if err != nil {
-		t.Fatalf("net.ParseMAC(%q): %v", s, err)
-	}
-	return m
-}
-
-// iface builds an interface with one subnet whose first address is primary.
-func iface(t testing.TB, mac string, primary bool, prefix string, addrs ...string) nic.Interface {
-	t.Helper()
-	s := nic.Subnet{Prefix: netip.MustParsePrefix(prefix)}
-	for i, a := range addrs {
-		s.Addresses = append(s.Addresses, nic.Address{IP: netip.MustParseAddr(a), IsPrimary: i == 0})
-	}
-	return nic.Interface{MAC: mustMAC(t, mac), IsPrimary: primary, Subnets: []nic.Subnet{s}}
-}
 
 func TestParse(t *testing.T) {
 	tests := []struct {
@@ -51,7 +32,7 @@ func TestParse(t *testing.T) {
 		{
 			name: "DESIGN.md sample",
 			doc:  sampleDoc,
-			want: []nic.Interface{iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")},
+			want: []nic.Interface{nictest.Iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")},
 		},
 		{
 			name: "two NICs: the first is primary, the first address of each is primary",
@@ -60,19 +41,19 @@ func TestParse(t *testing.T) {
 				{"macAddress":"000D3AF806ED","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.1.4"}],"subnet":[{"address":"10.0.1.0","prefix":"24"}]}}
 			]}`,
 			want: []nic.Interface{
-				iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.5", "10.0.0.6"),
-				iface(t, "00:0d:3a:f8:06:ed", false, "10.0.1.0/24", "10.0.1.4"),
+				nictest.Iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.5", "10.0.0.6"),
+				nictest.Iface(t, "00:0d:3a:f8:06:ed", false, "10.0.1.0/24", "10.0.1.4"),
 			},
 		},
 		{
 			name: "subnet address not masked, IPv6 addresses ignored, only the first subnet used",
 			doc:  `{"interface":[{"macAddress":"00-0d-3a-f8-06-ec","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4"}],"subnet":[{"address":"10.0.0.77","prefix":"24"},{"address":"10.9.0.0","prefix":"16"}]},"ipv6":{"ipAddress":[{"privateIpAddress":"fd00::4"}]}}]}`,
-			want: []nic.Interface{iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")},
+			want: []nic.Interface{nictest.Iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")},
 		},
 		{
 			name: "NIC without IPv4",
 			doc:  `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[],"subnet":[]}}]}`,
-			want: []nic.Interface{{MAC: mustMAC(t, "00:0d:3a:f8:06:ec"), IsPrimary: true}},
+			want: []nic.Interface{{MAC: nictest.MAC(t, "00:0d:3a:f8:06:ec"), IsPrimary: true}},
 		},
 		{name: "no interfaces", doc: `{"interface":[]}`, want: nil},
 		{name: "unknown fields ignored", doc: `{"interface":[],"compute":{"vmId":"x"}}`, want: nil},
@@ -110,9 +91,9 @@ func TestParse(t *testing.T) {
 }
 
 func TestBuild(t *testing.T) {
-	secondary := iface(t, "00:0d:3a:f8:06:ed", false, "10.0.1.0/24", "10.0.1.4")
+	secondary := nictest.Iface(t, "00:0d:3a:f8:06:ed", false, "10.0.1.0/24", "10.0.1.4")
 	primary := nic.Interface{
-		MAC: mustMAC(t, "00:0d:3a:f8:06:ec"), IsPrimary: true,
+		MAC: nictest.MAC(t, "00:0d:3a:f8:06:ec"), IsPrimary: true,
 		Subnets: []nic.Subnet{
 			{Prefix: netip.MustParsePrefix("10.0.0.0/24"), Addresses: []nic.Address{
 				{IP: netip.MustParseAddr("10.0.0.5")},
@@ -143,7 +124,7 @@ func TestBuild(t *testing.T) {
 	}
 
 	// No public function and no subnets: empty lists, never null.
-	b, err = json.Marshal(Build([]nic.Interface{{MAC: mustMAC(t, "00:0d:3a:f8:06:ec")}}, nil))
+	b, err = json.Marshal(Build([]nic.Interface{{MAC: nictest.MAC(t, "00:0d:3a:f8:06:ec")}}, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,14 +138,14 @@ func TestBuildParseRoundTrip(t *testing.T) {
 		name string
 		in   []nic.Interface
 	}{
-		{name: "one NIC, one address", in: []nic.Interface{iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")}},
-		{name: "one NIC, secondaries", in: []nic.Interface{iface(t, "00:0d:3a:f8:06:ec", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5", "10.240.0.6")}},
+		{name: "one NIC, one address", in: []nic.Interface{nictest.Iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")}},
+		{name: "one NIC, secondaries", in: []nic.Interface{nictest.Iface(t, "00:0d:3a:f8:06:ec", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5", "10.240.0.6")}},
 		{name: "three NICs", in: []nic.Interface{
-			iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.5"),
-			iface(t, "00:0d:3a:f8:06:ed", false, "10.0.1.0/24", "10.0.1.4"),
-			iface(t, "00:0d:3a:f8:06:ee", false, "10.0.2.0/26", "10.0.2.4", "10.0.2.5"),
+			nictest.Iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.5"),
+			nictest.Iface(t, "00:0d:3a:f8:06:ed", false, "10.0.1.0/24", "10.0.1.4"),
+			nictest.Iface(t, "00:0d:3a:f8:06:ee", false, "10.0.2.0/26", "10.0.2.4", "10.0.2.5"),
 		}},
-		{name: "NIC without subnets", in: []nic.Interface{{MAC: mustMAC(t, "00:0d:3a:f8:06:ec"), IsPrimary: true}}},
+		{name: "NIC without subnets", in: []nic.Interface{{MAC: nictest.MAC(t, "00:0d:3a:f8:06:ec"), IsPrimary: true}}},
 		{name: "no NICs", in: nil},
 	}
 	for _, tt := range tests {
@@ -201,9 +182,9 @@ func TestURL(t *testing.T) {
 func lab(t testing.TB) Lookup {
 	t.Helper()
 	vms := map[netip.Addr][]nic.Interface{
-		netip.MustParseAddr("10.0.0.4"):  {iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.10")},
-		netip.MustParseAddr("10.0.0.5"):  {iface(t, "00:0d:3a:f8:06:ed", true, "10.0.0.0/24", "10.0.0.5")},
-		netip.MustParseAddr("127.0.0.1"): {iface(t, "00:0d:3a:f8:06:ef", true, "10.0.0.0/24", "10.0.0.7")},
+		netip.MustParseAddr("10.0.0.4"):  {nictest.Iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.10")},
+		netip.MustParseAddr("10.0.0.5"):  {nictest.Iface(t, "00:0d:3a:f8:06:ed", true, "10.0.0.0/24", "10.0.0.5")},
+		netip.MustParseAddr("127.0.0.1"): {nictest.Iface(t, "00:0d:3a:f8:06:ef", true, "10.0.0.0/24", "10.0.0.7")},
 	}
 	return func(src netip.Addr) ([]nic.Interface, func(netip.Addr) string, bool) {
 		ifs, ok := vms[src]
@@ -225,13 +206,13 @@ func TestHandler(t *testing.T) {
 		wantNested bool            // answer nested under "network"
 	}{
 		{name: "good", target: good, remote: "10.0.0.4:5000", header: http.Header{"Metadata": {"true"}}, wantStatus: 200,
-			want: []nic.Interface{iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.10")}},
+			want: []nic.Interface{nictest.Iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.10")}},
 		{name: "other VM", target: good, remote: "10.0.0.5:5000", header: http.Header{"Metadata": {"true"}}, wantStatus: 200,
-			want: []nic.Interface{iface(t, "00:0d:3a:f8:06:ed", true, "10.0.0.0/24", "10.0.0.5")}},
+			want: []nic.Interface{nictest.Iface(t, "00:0d:3a:f8:06:ed", true, "10.0.0.0/24", "10.0.0.5")}},
 		{name: "trailing slash", target: "http://169.254.169.254/metadata/instance/network/?api-version=2021-02-01", remote: "10.0.0.4:5000", header: http.Header{"Metadata": {"true"}}, wantStatus: 200,
-			want: []nic.Interface{iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.10")}},
+			want: []nic.Interface{nictest.Iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.10")}},
 		{name: "instance document wraps network", target: "http://169.254.169.254/metadata/instance?api-version=2021-02-01", remote: "10.0.0.4:5000", header: http.Header{"Metadata": {"true"}}, wantStatus: 200,
-			want: []nic.Interface{iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.10")}, wantNested: true},
+			want: []nic.Interface{nictest.Iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.10")}, wantNested: true},
 		{name: "no Metadata header", target: good, remote: "10.0.0.4:5000", wantStatus: 400, wantErr: "Required metadata header not specified"},
 		{name: "Metadata: false", target: good, remote: "10.0.0.4:5000", header: http.Header{"Metadata": {"false"}}, wantStatus: 400, wantErr: "Required metadata header not specified"},
 		{name: "X-Forwarded-For", target: good, remote: "10.0.0.4:5000", header: http.Header{"Metadata": {"true"}, "X-Forwarded-For": {"10.0.0.9"}}, wantStatus: 400, wantErr: "Forwarded requests are not allowed"},
@@ -241,7 +222,7 @@ func TestHandler(t *testing.T) {
 		{name: "unknown caller", target: good, remote: "10.0.0.99:5000", header: http.Header{"Metadata": {"true"}}, wantStatus: 403, wantErr: "Caller is not a known VM"},
 		{name: "unparsable caller", target: good, remote: "10.0.0.4", header: http.Header{"Metadata": {"true"}}, wantStatus: 400, wantErr: "Unparsable caller address"},
 		{name: "IPv4-mapped caller", target: good, remote: "[::ffff:10.0.0.5]:5000", header: http.Header{"Metadata": {"true"}}, wantStatus: 200,
-			want: []nic.Interface{iface(t, "00:0d:3a:f8:06:ed", true, "10.0.0.0/24", "10.0.0.5")}},
+			want: []nic.Interface{nictest.Iface(t, "00:0d:3a:f8:06:ed", true, "10.0.0.0/24", "10.0.0.5")}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -302,7 +283,7 @@ func TestClient(t *testing.T) {
 	if d := cmp.Diff(seen{Metadata: "true", Path: NetworkPath, APIVersion: APIVersion}, got); d != "" {
 		t.Errorf("request the server saw (-want +got):\n%s", d)
 	}
-	want := []nic.Interface{iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")}
+	want := []nic.Interface{nictest.Iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")}
 	if d := cmp.Diff(want, ifs, equateNetip); d != "" {
 		t.Errorf("Interfaces() (-want +got):\n%s", d)
 	}
@@ -346,7 +327,7 @@ func TestClientAgainstHandler(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Interfaces(): %v", err)
 	}
-	want := []nic.Interface{iface(t, "00:0d:3a:f8:06:ef", true, "10.0.0.0/24", "10.0.0.7")}
+	want := []nic.Interface{nictest.Iface(t, "00:0d:3a:f8:06:ef", true, "10.0.0.0/24", "10.0.0.7")}
 	if d := cmp.Diff(want, got, equateNetip); d != "" {
 		t.Errorf("Interfaces() (-want +got):\n%s", d)
 	}

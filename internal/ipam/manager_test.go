@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vnetcni/vnetcni/internal/nic"
+	"github.com/vnetcni/vnetcni/internal/nic/nictest"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
 
@@ -47,7 +48,7 @@ func (s *fakeSource) nic(n int) nic.Interface {
 	for i := 0; i < n; i++ {
 		sub.Addresses = append(sub.Addresses, nic.Address{IP: secondary(i)})
 	}
-	return nic.Interface{MAC: mustMAC(s.t, "00:0d:3a:6e:18:25"), IsPrimary: true, Subnets: []nic.Subnet{sub}}
+	return nic.Interface{MAC: nictest.MAC(s.t, "00:0d:3a:6e:18:25"), IsPrimary: true, Subnets: []nic.Subnet{sub}}
 }
 
 func (s *fakeSource) String() string { return "fake source" }
@@ -93,7 +94,7 @@ func newManager(t testing.TB, dir string, src Source, clk *clock) *Manager {
 	return &Manager{
 		Store:  store.New(dir),
 		Source: src,
-		MAC:    mustMAC(t, "00:0d:3a:6e:18:25"),
+		MAC:    nictest.MAC(t, "00:0d:3a:6e:18:25"),
 		MaxAge: time.Minute,
 		Now:    clk.Now,
 	}
@@ -296,7 +297,7 @@ func TestManagerSourceError(t *testing.T) {
 	// A source without the manager's NIC.
 	src = &fakeSource{t: t, secondaries: 1}
 	m = newManager(t, t.TempDir(), src, &clock{now: t0})
-	m.MAC = mustMAC(t, "00:0d:3a:00:00:01")
+	m.MAC = nictest.MAC(t, "00:0d:3a:00:00:01")
 	_, err = m.Pool(context.Background())
 	if want := "fake source lists no interface with MAC 000D3A000001 (it lists 000D3A6E1825)"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("Pool for a NIC the source does not list = %v, want it to contain %q", err, want)
@@ -414,7 +415,7 @@ func TestManagerAvoid(t *testing.T) {
 // outage of the wireserver does not stop pods.
 func TestPoolFallsBackToStaleCacheWhenSourceFails(t *testing.T) {
 	dir := t.TempDir()
-	testMAC := mustMAC(t, "00:0d:3a:6e:18:25")
+	testMAC := nictest.MAC(t, "00:0d:3a:6e:18:25")
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	src := &failingSource{ifs: []nic.Interface{{MAC: testMAC, IsPrimary: true, Subnets: []nic.Subnet{{
 		Prefix:    netip.MustParsePrefix("10.0.0.0/24"),

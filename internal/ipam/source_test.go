@@ -2,7 +2,6 @@ package ipam
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,31 +13,13 @@ import (
 
 	"github.com/vnetcni/vnetcni/internal/netconf"
 	"github.com/vnetcni/vnetcni/internal/nic"
+	"github.com/vnetcni/vnetcni/internal/nic/nictest"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
 
 // masDoc is the MAS document shape, as the task and the incumbent's docs
 // give it.
 const masDoc = `{"Interfaces":[{"MacAddress":"000D3A6E1825","IsPrimary":true,"IPSubnets":[{"Prefix":"10.240.0.0/16","IPAddresses":[{"Address":"10.240.0.4","IsPrimary":true},{"Address":"10.240.0.5","IsPrimary":false}]}]}]}`
-
-func mustMAC(t testing.TB, s string) net.HardwareAddr {
-	t.Helper()
-	m, err := net.ParseMAC(s)
-	if err != nil {
-		t.Fatalf("net.ParseMAC(%q): %v", s, err)
-	}
-	return m
-}
-
-// iface builds an interface with one subnet whose first address is primary.
-func iface(t testing.TB, mac string, primary bool, prefix string, addrs ...string) nic.Interface {
-	t.Helper()
-	s := nic.Subnet{Prefix: netip.MustParsePrefix(prefix)}
-	for i, a := range addrs {
-		s.Addresses = append(s.Addresses, nic.Address{IP: netip.MustParseAddr(a), IsPrimary: i == 0})
-	}
-	return nic.Interface{MAC: mustMAC(t, mac), IsPrimary: primary, Subnets: []nic.Subnet{s}}
-}
 
 func TestParseMAS(t *testing.T) {
 	tests := []struct {
@@ -47,7 +28,7 @@ func TestParseMAS(t *testing.T) {
 		want    []nic.Interface
 		wantErr string
 	}{
-		{name: "MAS shape", doc: masDoc, want: []nic.Interface{iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5")}},
+		{name: "MAS shape", doc: masDoc, want: []nic.Interface{nictest.Iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5")}},
 		{
 			name: "two NICs, two subnets, padding and unmasked prefix",
 			doc: `{"Interfaces":[
@@ -56,11 +37,11 @@ func TestParseMAS(t *testing.T) {
 					{"Prefix":"10.241.0.0/24","IPAddresses":[{"Address":"10.241.0.4"}]}]},
 				{"MacAddress":"000D3A6E1826","IPSubnets":[]}]}`,
 			want: []nic.Interface{
-				{MAC: mustMAC(t, "00:0d:3a:6e:18:25"), IsPrimary: true, Subnets: []nic.Subnet{
+				{MAC: nictest.MAC(t, "00:0d:3a:6e:18:25"), IsPrimary: true, Subnets: []nic.Subnet{
 					{Prefix: netip.MustParsePrefix("10.240.0.0/16"), Addresses: []nic.Address{{IP: netip.MustParseAddr("10.240.0.4"), IsPrimary: true}, {IP: netip.MustParseAddr("10.240.0.5")}}},
 					{Prefix: netip.MustParsePrefix("10.241.0.0/24"), Addresses: []nic.Address{{IP: netip.MustParseAddr("10.241.0.4")}}},
 				}},
-				{MAC: mustMAC(t, "00:0d:3a:6e:18:26")},
+				{MAC: nictest.MAC(t, "00:0d:3a:6e:18:26")},
 			},
 		},
 		{name: "no interfaces", doc: `{"Interfaces":[]}`, want: nil},
@@ -95,17 +76,17 @@ func TestParseMAS(t *testing.T) {
 
 func TestPoolFrom(t *testing.T) {
 	now := time.Date(2025, 3, 1, 13, 0, 0, 0, time.FixedZone("CET", 3600))
-	primary := iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5", "10.240.0.6")
-	second := iface(t, "00:0d:3a:6e:18:26", false, "10.241.0.0/24", "10.241.0.4", "10.241.0.5")
-	twoSubnets := nic.Interface{MAC: mustMAC(t, "00:0d:3a:6e:18:27"), Subnets: []nic.Subnet{
+	primary := nictest.Iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5", "10.240.0.6")
+	second := nictest.Iface(t, "00:0d:3a:6e:18:26", false, "10.241.0.0/24", "10.241.0.4", "10.241.0.5")
+	twoSubnets := nic.Interface{MAC: nictest.MAC(t, "00:0d:3a:6e:18:27"), Subnets: []nic.Subnet{
 		{Prefix: netip.MustParsePrefix("10.1.0.0/24"), Addresses: []nic.Address{{IP: netip.MustParseAddr("10.1.0.9")}}},
 		{Prefix: netip.MustParsePrefix("10.2.0.0/24"), Addresses: []nic.Address{{IP: netip.MustParseAddr("10.2.0.5")}, {IP: netip.MustParseAddr("10.2.0.4"), IsPrimary: true}}},
 	}}
-	noPrimary := nic.Interface{MAC: mustMAC(t, "00:0d:3a:6e:18:28"), Subnets: []nic.Subnet{
+	noPrimary := nic.Interface{MAC: nictest.MAC(t, "00:0d:3a:6e:18:28"), Subnets: []nic.Subnet{
 		{Prefix: netip.MustParsePrefix("fd00::/64"), Addresses: []nic.Address{{IP: netip.MustParseAddr("fd00::5")}}},
 		{Prefix: netip.MustParsePrefix("10.3.0.0/24"), Addresses: []nic.Address{{IP: netip.MustParseAddr("10.3.0.5")}, {IP: netip.MustParseAddr("10.3.0.6")}}},
 	}}
-	v6Only := iface(t, "00:0d:3a:6e:18:29", false, "fd00:1::/64", "fd00:1::4", "fd00:1::5")
+	v6Only := nictest.Iface(t, "00:0d:3a:6e:18:29", false, "fd00:1::/64", "fd00:1::4", "fd00:1::5")
 	all := []nic.Interface{primary, second, twoSubnets, noPrimary, v6Only}
 
 	pool := func(id, subnet, gw, primaryIP string, addrs ...string) *store.Pool {
@@ -133,7 +114,7 @@ func TestPoolFrom(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := PoolFrom(all, mustMAC(t, tt.mac), "test source", now)
+			got, err := PoolFrom(all, nictest.MAC(t, tt.mac), "test source", now)
 			if tt.wantErr != "" {
 				if err == nil || err.Error() != tt.wantErr {
 					t.Fatalf("PoolFrom(%s) = %+v, %v; want error %q", tt.mac, got, err, tt.wantErr)
@@ -154,7 +135,7 @@ func TestPoolFrom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := PoolFrom(ifs, mustMAC(t, "00:0d:3a:6e:18:25"), "file x", now)
+	got, err := PoolFrom(ifs, nictest.MAC(t, "00:0d:3a:6e:18:25"), "file x", now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,14 +143,14 @@ func TestPoolFrom(t *testing.T) {
 		Gateway: netip.MustParseAddr("10.240.0.1"), PrimaryIP: netip.MustParseAddr("10.240.0.4"), Addresses: []netip.Addr{netip.MustParseAddr("10.240.0.5")}}, got, equateNetip); d != "" {
 		t.Errorf("PoolFrom(ParseMAS(masDoc)) (-want +got):\n%s", d)
 	}
-	_, err = PoolFrom(nil, mustMAC(t, "00:0d:3a:6e:18:25"), "wireserver", now)
+	_, err = PoolFrom(nil, nictest.MAC(t, "00:0d:3a:6e:18:25"), "wireserver", now)
 	if want := "wireserver lists no interface with MAC 000D3A6E1825 (it lists )"; err == nil || err.Error() != want {
 		t.Errorf("PoolFrom(no interfaces) = %v, want %q", err, want)
 	}
 }
 
 func TestNewSource(t *testing.T) {
-	mac := mustMAC(t, "00:0d:3a:6e:18:25")
+	mac := nictest.MAC(t, "00:0d:3a:6e:18:25")
 	dir := t.TempDir()
 	good := filepath.Join(dir, "interfaces.json")
 	if err := os.WriteFile(good, []byte(masDoc), 0o600); err != nil {
@@ -199,7 +180,7 @@ func TestNewSource(t *testing.T) {
 		{name: "wireserver URL", conf: `{"name":"a","ipam":{"type":"azure-vnet-ipam","environment":"azure","wireserverURL":"http://10.1.1.1/x"}}`, wantName: "wireserver http://10.1.1.1/x"},
 		{name: "IMDS", conf: `{"name":"a","ipam":{"type":"azure-vnet-ipam","environment":"imds"}}`, wantName: "IMDS http://169.254.169.254/metadata/instance/network?api-version=2021-02-01"},
 		{name: "file", conf: `{"name":"a","ipam":{"type":"azure-vnet-ipam","environment":"file","file":"` + good + `"}}`, wantName: "file " + good,
-			want: []nic.Interface{iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5")}},
+			want: []nic.Interface{nictest.Iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5")}},
 		{name: "mas, missing file", conf: `{"name":"a","ipam":{"type":"azure-vnet-ipam","environment":"mas","file":"` + dir + `/none.json"}}`, wantName: "file " + dir + "/none.json",
 			wantErr: "read interface file"},
 		{name: "file, bad content names the file", conf: `{"name":"a","ipam":{"type":"azure-vnet-ipam","environment":"file","file":"` + bad + `"}}`, wantName: "file " + bad,

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/xml"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -17,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/vnetcni/vnetcni/internal/nic"
+	"github.com/vnetcni/vnetcni/internal/nic/nictest"
 )
 
 var equateNetip = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
@@ -33,25 +33,6 @@ const sampleDoc = `<?xml version="1.0" encoding="utf-8"?>
   </Interface>
 </Interfaces>`
 
-func mustMAC(t testing.TB, s string) net.HardwareAddr {
-	t.Helper()
-	m, err := net.ParseMAC(s)
-	if err != nil {
-		t.Fatalf("net.ParseMAC(%q): %v", s, err)
-	}
-	return m
-}
-
-// iface builds an interface with one subnet whose first address is primary.
-func iface(t testing.TB, mac string, primary bool, prefix string, addrs ...string) nic.Interface {
-	t.Helper()
-	s := nic.Subnet{Prefix: netip.MustParsePrefix(prefix)}
-	for i, a := range addrs {
-		s.Addresses = append(s.Addresses, nic.Address{IP: netip.MustParseAddr(a), IsPrimary: i == 0})
-	}
-	return nic.Interface{MAC: mustMAC(t, mac), IsPrimary: primary, Subnets: []nic.Subnet{s}}
-}
-
 func TestParse(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -62,7 +43,7 @@ func TestParse(t *testing.T) {
 		{
 			name: "DESIGN.md sample",
 			doc:  sampleDoc,
-			want: []nic.Interface{iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5", "10.240.0.6")},
+			want: []nic.Interface{nictest.Iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5", "10.240.0.6")},
 		},
 		{
 			name: "two NICs, lower-case MAC, padded attributes, unmasked prefix",
@@ -71,18 +52,18 @@ func TestParse(t *testing.T) {
 				<Interface MacAddress="000D3A6E1826"><IPSubnet Prefix="10.0.1.0/24"><IPAddress Address="10.0.1.4" IsPrimary="true"/><IPAddress Address="10.0.1.5"/></IPSubnet></Interface>
 			</Interfaces>`,
 			want: []nic.Interface{
-				iface(t, "00:0d:3a:6e:18:25", true, "10.0.0.0/24", "10.0.0.4"),
-				iface(t, "00:0d:3a:6e:18:26", false, "10.0.1.0/24", "10.0.1.4", "10.0.1.5"),
+				nictest.Iface(t, "00:0d:3a:6e:18:25", true, "10.0.0.0/24", "10.0.0.4"),
+				nictest.Iface(t, "00:0d:3a:6e:18:26", false, "10.0.1.0/24", "10.0.1.4", "10.0.1.5"),
 			},
 		},
 		{
 			name: "interface without subnets",
 			doc:  `<Interfaces><Interface MacAddress="000D3A6E1825" IsPrimary="true"/></Interfaces>`,
-			want: []nic.Interface{{MAC: mustMAC(t, "00:0d:3a:6e:18:25"), IsPrimary: true}},
+			want: []nic.Interface{{MAC: nictest.MAC(t, "00:0d:3a:6e:18:25"), IsPrimary: true}},
 		},
 		{name: "no interfaces", doc: `<Interfaces/>`, want: []nic.Interface{}},
 		{name: "unknown elements ignored", doc: `<Interfaces><Foo/><Interface MacAddress="000D3A6E1825" Extra="x"/></Interfaces>`,
-			want: []nic.Interface{{MAC: mustMAC(t, "00:0d:3a:6e:18:25")}}},
+			want: []nic.Interface{{MAC: nictest.MAC(t, "00:0d:3a:6e:18:25")}}},
 		{name: "empty", doc: ``, wantErr: "decode wireserver interface document: EOF"},
 		{name: "not XML", doc: `{"Interfaces":[]}`, wantErr: "decode wireserver interface document"},
 		{name: "truncated", doc: sampleDoc[:len(sampleDoc)/2], wantErr: "decode wireserver interface document"},
@@ -122,20 +103,20 @@ func TestMarshalRoundTrip(t *testing.T) {
 		name string
 		in   []nic.Interface
 	}{
-		{name: "one NIC", in: []nic.Interface{iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5")}},
+		{name: "one NIC", in: []nic.Interface{nictest.Iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5")}},
 		{name: "two NICs", in: []nic.Interface{
-			iface(t, "00:0d:3a:6e:18:25", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.5", "10.0.0.6"),
-			iface(t, "00:0d:3a:6e:18:26", false, "10.0.1.0/24", "10.0.1.4"),
+			nictest.Iface(t, "00:0d:3a:6e:18:25", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.5", "10.0.0.6"),
+			nictest.Iface(t, "00:0d:3a:6e:18:26", false, "10.0.1.0/24", "10.0.1.4"),
 		}},
 		{name: "two subnets on one NIC, secondary before primary", in: []nic.Interface{{
-			MAC: mustMAC(t, "00:0d:3a:6e:18:25"), IsPrimary: true,
+			MAC: nictest.MAC(t, "00:0d:3a:6e:18:25"), IsPrimary: true,
 			Subnets: []nic.Subnet{
 				{Prefix: netip.MustParsePrefix("10.0.0.0/24"), Addresses: []nic.Address{{IP: netip.MustParseAddr("10.0.0.7")}, {IP: netip.MustParseAddr("10.0.0.4"), IsPrimary: true}}},
 				{Prefix: netip.MustParsePrefix("fd00::/64"), Addresses: []nic.Address{{IP: netip.MustParseAddr("fd00::4")}}},
 			},
 		}}},
-		{name: "NIC without subnets", in: []nic.Interface{{MAC: mustMAC(t, "00:0d:3a:6e:18:25")}}},
-		{name: "subnet without addresses", in: []nic.Interface{{MAC: mustMAC(t, "00:0d:3a:6e:18:25"), Subnets: []nic.Subnet{{Prefix: netip.MustParsePrefix("10.0.0.0/24")}}}}},
+		{name: "NIC without subnets", in: []nic.Interface{{MAC: nictest.MAC(t, "00:0d:3a:6e:18:25")}}},
+		{name: "subnet without addresses", in: []nic.Interface{{MAC: nictest.MAC(t, "00:0d:3a:6e:18:25"), Subnets: []nic.Subnet{{Prefix: netip.MustParsePrefix("10.0.0.0/24")}}}}},
 		{name: "no NICs", in: []nic.Interface{}},
 	}
 	for _, tt := range tests {
@@ -197,7 +178,7 @@ func TestClient(t *testing.T) {
 				}
 				_, _ = w.Write([]byte(sampleDoc))
 			}),
-			want: []nic.Interface{iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5", "10.240.0.6")},
+			want: []nic.Interface{nictest.Iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5", "10.240.0.6")},
 		},
 		{
 			name: "HTTP 500 reports status and first line of the body",
@@ -280,10 +261,10 @@ func TestClientContextCancelled(t *testing.T) {
 func vms(t testing.TB) map[netip.Addr][]nic.Interface {
 	t.Helper()
 	return map[netip.Addr][]nic.Interface{
-		netip.MustParseAddr("10.0.0.4"): {iface(t, "00:0d:3a:00:00:04", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.10", "10.0.0.11")},
+		netip.MustParseAddr("10.0.0.4"): {nictest.Iface(t, "00:0d:3a:00:00:04", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.10", "10.0.0.11")},
 		netip.MustParseAddr("10.0.0.5"): {
-			iface(t, "00:0d:3a:00:00:05", true, "10.0.0.0/24", "10.0.0.5", "10.0.0.20"),
-			iface(t, "00:0d:3a:00:01:05", false, "10.0.1.0/24", "10.0.1.5"),
+			nictest.Iface(t, "00:0d:3a:00:00:05", true, "10.0.0.0/24", "10.0.0.5", "10.0.0.20"),
+			nictest.Iface(t, "00:0d:3a:00:01:05", false, "10.0.1.0/24", "10.0.1.5"),
 		},
 	}
 }
@@ -350,7 +331,7 @@ func TestHandler(t *testing.T) {
 // TestClientAgainstHandler runs the client against the handler over a real
 // socket: the caller is 127.0.0.1.
 func TestClientAgainstHandler(t *testing.T) {
-	want := []nic.Interface{iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5")}
+	want := []nic.Interface{nictest.Iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5")}
 	var asked []netip.Addr
 	srv := serve(t, Handler(func(src netip.Addr) ([]nic.Interface, bool) {
 		asked = append(asked, src)
