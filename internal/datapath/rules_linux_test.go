@@ -14,6 +14,7 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/vnetcni/vnetcni/internal/netns"
+	"github.com/vnetcni/vnetcni/internal/nft/nfttest"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -151,19 +152,7 @@ func tempNetNS(t *testing.T) string {
 	return name
 }
 
-func nftConnIn(t *testing.T, name string) *nftables.Conn {
-	t.Helper()
-	f, err := os.Open(netns.Path(name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
+func nftConnIn(t *testing.T, name string) *nftables.Conn { return nfttest.Conn(t, name) }
 
 var counterRE = regexp.MustCompile(`counter packets \d+ bytes \d+`)
 

@@ -156,7 +156,7 @@ type Tables struct {
 // Element is one pod element of a network's sets and maps.
 type Element struct {
 	Set    string           // pods, pod-macs, pod-ips
-	Family string           // bridge or ip
+	Family string           // bridge, ip or arp
 	HostIf string           // pod-macs, pod-ips
 	IP     netip.Addr       // pods, pod-ips
 	MAC    net.HardwareAddr // pods (the value), pod-macs
@@ -189,7 +189,10 @@ func wantElems(mode, hostIf string, ip netip.Addr, mac net.HardwareAddr) []Eleme
 			{Set: "pod-ips", Family: "bridge", HostIf: hostIf, IP: ip},
 		}
 	}
-	return []Element{{Set: "pod-ips", Family: "ip", HostIf: hostIf, IP: ip}}
+	return []Element{
+		{Set: "pod-ips", Family: "ip", HostIf: hostIf, IP: ip},
+		{Set: "pod-ips", Family: "arp", HostIf: hostIf, IP: ip},
+	}
 }
 
 // elemKey identifies an element; the pods map by address alone.

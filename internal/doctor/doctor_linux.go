@@ -180,18 +180,22 @@ func (d *Doctor) kernel(st *store.State) (*Kernel, error) {
 func (d *Doctor) tables(network, mode string) (*Tables, error) {
 	t := &Tables{Mode: mode, Present: true}
 	c := d.Host.NFT
-	fams := []struct {
+	type family struct {
 		name   string
 		family nftables.TableFamily
 		sets   []string
-	}{
+	}
+	fams := []family{
 		{"bridge", nftables.TableFamilyBridge, []string{"pods", "pod-macs", "pod-ips"}},
 		{"ip", nftables.TableFamilyIPv4, []string{"pod-ips"}},
+	}
+	if mode != datapath.ModeBridge {
+		fams = append(fams, family{"arp", nftables.TableFamilyARP, []string{"pod-ips"}})
 	}
 	for _, f := range fams {
 		tbl, err := c.ListTableOfFamily(datapath.TableName(network), f.family)
 		if err != nil {
-			if f.family == nftables.TableFamilyIPv4 || mode == datapath.ModeBridge {
+			if f.family != nftables.TableFamilyBridge || mode == datapath.ModeBridge {
 				t.Present = false
 			}
 			continue
@@ -551,8 +555,11 @@ func (d *Doctor) release(key string) error {
 func (d *Doctor) deleteElems(network string, e Element) error {
 	c := d.Host.NFT
 	family := nftables.TableFamilyBridge
-	if e.Family == "ip" {
+	switch e.Family {
+	case "ip":
 		family = nftables.TableFamilyIPv4
+	case "arp":
+		family = nftables.TableFamilyARP
 	}
 	tbl := &nftables.Table{Name: datapath.TableName(network), Family: family}
 	set, err := c.GetSetByName(tbl, e.Set)

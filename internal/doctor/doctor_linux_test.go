@@ -18,6 +18,7 @@ import (
 	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/nft"
+	"github.com/vnetcni/vnetcni/internal/nft/nfttest"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
 
@@ -174,19 +175,7 @@ func (n *testNode) state() *store.State {
 	return st
 }
 
-func (n *testNode) nftConn() *nftables.Conn {
-	n.t.Helper()
-	f, err := os.Open(netns.Path(n.ns))
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	n.t.Cleanup(func() { f.Close() })
-	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	return c
-}
+func (n *testNode) nftConn() *nftables.Conn { return nfttest.Conn(n.t, n.ns) }
 
 func (n *testNode) set(name string) (*nftables.Conn, *nftables.Set) {
 	n.t.Helper()

@@ -27,6 +27,7 @@ import (
 	"github.com/vnetcni/vnetcni/internal/fabric"
 	"github.com/vnetcni/vnetcni/internal/fabric/fabrictest"
 	"github.com/vnetcni/vnetcni/internal/netns"
+	"github.com/vnetcni/vnetcni/internal/nft/nfttest"
 	"github.com/vnetcni/vnetcni/internal/probe"
 	"github.com/vnetcni/vnetcni/internal/store"
 	"github.com/vnetcni/vnetcni/internal/testbin"
@@ -288,19 +289,7 @@ func (m *vm) netlink(t *testing.T) *netlink.Handle {
 	return h
 }
 
-func (m *vm) nft(t *testing.T) *nftables.Conn {
-	t.Helper()
-	f, err := os.Open(netns.Path(m.ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
+func (m *vm) nft(t *testing.T) *nftables.Conn { return nfttest.Conn(t, m.ns) }
 
 // podElems lists the pod elements in the VM's nftables tables.
 func (m *vm) podElems(t *testing.T, mode string) []datapath.PodElem {

@@ -43,6 +43,7 @@ import (
 	"github.com/vnetcni/vnetcni/internal/fabric"
 	"github.com/vnetcni/vnetcni/internal/fabric/fabrictest"
 	"github.com/vnetcni/vnetcni/internal/netns"
+	"github.com/vnetcni/vnetcni/internal/nft/nfttest"
 	"github.com/vnetcni/vnetcni/internal/probe"
 	"github.com/vnetcni/vnetcni/internal/store"
 	"github.com/vnetcni/vnetcni/internal/testbin"
@@ -602,19 +603,7 @@ func (n *node) netlink(t testing.TB) *netlink.Handle {
 	return h
 }
 
-func (n *node) nft(t testing.TB) *nftables.Conn {
-	t.Helper()
-	f, err := os.Open(netns.Path(n.ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
+func (n *node) nft(t testing.TB) *nftables.Conn { return nfttest.Conn(t, n.ns) }
 
 // expect checks that the node holds exactly the given pods: their veths,
 // set elements and routes, their allocations and endpoints and nothing
