@@ -10,11 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/vnetcni/vnetcni/internal/daemon"
 	"github.com/vnetcni/vnetcni/internal/ociimage"
 	"github.com/vnetcni/vnetcni/internal/probe"
 	"github.com/vnetcni/vnetcni/internal/runtimes"
@@ -141,87 +141,32 @@ func (c *Cluster) buildImages() error {
 }
 
 // supervisor is a long-lived process of the cluster: the control plane or a
-// node, recorded by PID file.
+// node, recorded by PID file and known by its lab or VM name.
 type supervisor struct {
-	name    string
-	pidFile string
-	log     string
+	daemon.Daemon
+	log string
 }
 
 func (c *Cluster) controlPlaneSupervisor() supervisor {
-	return supervisor{name: "controlplane", pidFile: c.path("controlplane.pid"), log: c.path("controlplane.log")}
+	return supervisor{daemon.Daemon{Name: "controlplane", PIDFile: c.path("controlplane.pid"), Marker: c.Lab}, c.path("controlplane.log")}
 }
 
 func (c *Cluster) nodeSupervisor(name string) supervisor {
-	return supervisor{name: "node " + name, pidFile: c.path("node-" + name + ".pid"), log: c.path("node-" + name + ".log")}
+	return supervisor{daemon.Daemon{Name: "node " + name, PIDFile: c.path("node-" + name + ".pid"), Marker: name}, c.path("node-" + name + ".log")}
 }
 
-// running returns the supervisor's PID if it still runs as one.
-func (s supervisor) running() (int, bool) {
-	b, err := os.ReadFile(s.pidFile)
-	if err != nil {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, false
-	}
-	cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(cmd), "\x00k8s\x00") {
-		return 0, false
-	}
-	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if i := strings.LastIndexByte(string(stat), ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
-		return 0, false
-	}
-	return pid, true
-}
-
-// start runs argv detached (own session) with output to the log.
-func (s supervisor) start(argv []string) error {
-	if _, ok := s.running(); ok {
+// start runs vnetctl with args in the namespace at netns, unless it runs.
+func (s supervisor) start(netns string, bin string, args ...string) error {
+	if _, ok := s.Running(); ok {
 		return nil
 	}
-	logf, err := os.OpenFile(s.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	cmd.Dir = "/"
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", s.name, err)
-	}
-	go func() { _ = cmd.Wait() }()
-	return os.WriteFile(s.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
-}
-
-// stop sends SIGTERM and waits for the supervisor to finish its cleanup.
-func (s supervisor) stop(grace time.Duration) {
-	pid, ok := s.running()
-	if !ok {
-		_ = os.Remove(s.pidFile)
-		return
-	}
-	_ = syscall.Kill(pid, syscall.SIGTERM)
-	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) {
-		if _, ok := s.running(); !ok {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if _, ok := s.running(); ok {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	_ = os.Remove(s.pidFile)
+	_, err := s.Start(netns, nil, s.log, bin, args...)
+	return err
 }
 
 func (c *Cluster) startControlPlane(ctx context.Context, exe string) error {
 	s := c.controlPlaneSupervisor()
-	if err := s.start([]string{"nsenter", "--net=" + c.ControlPlaneNetNS, "--", exe, "lab", "k8s", "controlplane", "--name", c.Lab}); err != nil {
+	if err := s.start(c.ControlPlaneNetNS, exe, "lab", "k8s", "controlplane", "--name", c.Lab); err != nil {
 		return err
 	}
 	// Ready when a node reaches the API server through the VIP.
@@ -240,8 +185,8 @@ func (c *Cluster) startControlPlane(ctx context.Context, exe string) error {
 func (c *Cluster) startNodes(ctx context.Context, exe string) error {
 	for _, n := range c.Nodes {
 		s := c.nodeSupervisor(n.Name)
-		if err := s.start([]string{"nsenter", "--net=" + n.NetNS, "--", "unshare", "--mount", "--propagation", "private", "--",
-			exe, "lab", "k8s", "node", "--name", c.Lab, "--vm", n.Name}); err != nil {
+		if err := s.start(n.NetNS, "unshare", "--mount", "--propagation", "private", "--",
+			exe, "lab", "k8s", "node", "--name", c.Lab, "--vm", n.Name); err != nil {
 			return err
 		}
 	}
@@ -275,12 +220,12 @@ func (c *Cluster) startNodes(ctx context.Context, exe string) error {
 	return err
 }
 
-func isRunning(s supervisor) bool { _, ok := s.running(); return ok }
+func isRunning(s supervisor) bool { _, ok := s.Running(); return ok }
 
 func (c *Cluster) waitSupervised(ctx context.Context, s supervisor, timeout time.Duration, check func() error) error {
-	err := waitFor(ctx, s.name, nil, timeout, func() error {
-		if _, ok := s.running(); !ok {
-			return fmt.Errorf("%s exited", s.name)
+	err := waitFor(ctx, s.Name, nil, timeout, func() error {
+		if _, ok := s.Running(); !ok {
+			return fmt.Errorf("%s exited", s.Name)
 		}
 		return check()
 	})
@@ -307,9 +252,9 @@ func (c *Cluster) deployDNS(ctx context.Context) error {
 // and the control plane, then anything left in their cgroups.
 func (c *Cluster) Stop() {
 	for _, n := range c.Nodes {
-		c.nodeSupervisor(n.Name).stop(60 * time.Second)
+		_ = c.nodeSupervisor(n.Name).Stop(60 * time.Second)
 	}
-	c.controlPlaneSupervisor().stop(20 * time.Second)
+	_ = c.controlPlaneSupervisor().Stop(20 * time.Second)
 	for _, n := range c.Nodes {
 		for _, cg := range []string{NodeCgroup(c.Lab, n.Name), PodCgroup(c.Lab, n.Name)} {
 			killCgroup(cg)

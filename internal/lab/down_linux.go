@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vnetcni/vnetcni/internal/daemon"
 	"github.com/vnetcni/vnetcni/internal/fabric"
 	"github.com/vnetcni/vnetcni/internal/netns"
 )
@@ -80,7 +81,7 @@ func stopProcess(pid int) error {
 		if err := p.Signal(syscall.Signal(0)); err != nil {
 			return nil
 		}
-		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && isZombie(st) {
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && daemon.Zombie(st) {
 			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -89,16 +90,6 @@ func stopProcess(pid int) error {
 		return nil
 	}
 	return nil
-}
-
-func isZombie(stat []byte) bool {
-	// pid (comm) S ...: the state follows the last ')'.
-	for i := len(stat) - 1; i >= 0; i-- {
-		if stat[i] == ')' {
-			return i+2 < len(stat) && stat[i+2] == 'Z'
-		}
-	}
-	return false
 }
 
 // labProcesses lists the running vnetctl processes of a lab: "lab serve

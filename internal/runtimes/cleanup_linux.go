@@ -5,6 +5,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+
+	"github.com/vnetcni/vnetcni/internal/daemon"
 )
 
 // Cleanup ends every runtime this package started for a node under dir
@@ -59,7 +61,7 @@ func dockerAt(n Node, dir string) *Docker {
 		dir = r
 	}
 	k := &Docker{Node: n, Dir: dir, containerd: ContainerdAt(n, filepath.Join(dir, "containerd"), false)}
-	k.d = daemon{name: "dockerd for " + n.Name, pidFile: filepath.Join(dir, "dockerd.pid"), marker: k.Host()}
+	k.d = daemon.Daemon{Name: "dockerd for " + n.Name, PIDFile: filepath.Join(dir, "dockerd.pid"), Marker: k.Host()}
 	return k
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vnetcni/vnetcni/internal/cri"
+	"github.com/vnetcni/vnetcni/internal/daemon"
 )
 
 // Containerd is a private containerd running in a node's namespace.
@@ -19,7 +20,7 @@ type Containerd struct {
 	Dir         string // resolved; holds config.toml, the socket, root, state
 	Snapshotter string
 	CRI         bool
-	d           daemon
+	d           daemon.Daemon
 }
 
 // ContainerdOptions configure StartContainerd.
@@ -47,8 +48,8 @@ func StartContainerd(ctx context.Context, n Node, dir string, o ContainerdOption
 	if overlaySupported(dir) {
 		c.Snapshotter = "overlayfs"
 	}
-	cfg := c.d.marker
-	if _, ok := c.d.running(); !ok {
+	cfg := c.d.Marker
+	if _, ok := c.d.Running(); !ok {
 		if err := os.WriteFile(cfg, []byte(ContainerdConfig(dir, n, c.Snapshotter, o.CRI)), 0o644); err != nil {
 			return nil, err
 		}
@@ -56,11 +57,11 @@ func StartContainerd(ctx context.Context, n Node, dir string, o ContainerdOption
 		if bin == "" {
 			bin = "containerd"
 		}
-		if _, err := c.d.start(n.NetNS, n.Env, filepath.Join(dir, "containerd.log"), bin, "--config", cfg); err != nil {
+		if _, err := c.d.Start(n.NetNS, n.Env, filepath.Join(dir, "containerd.log"), bin, "--config", cfg); err != nil {
 			return nil, err
 		}
 	}
-	alive := func() bool { _, ok := c.d.running(); return ok }
+	alive := func() bool { _, ok := c.d.Running(); return ok }
 	if err := waitSocket(ctx, c.Socket(), alive); err != nil {
 		return nil, c.failed(err)
 	}
@@ -87,7 +88,7 @@ func (c *Containerd) failed(err error) error {
 func (c *Containerd) Socket() string { return filepath.Join(c.Dir, "containerd.sock") }
 
 // PID is containerd's process ID, 0 if it is not running.
-func (c *Containerd) PID() int { pid, _ := c.d.running(); return pid }
+func (c *Containerd) PID() int { pid, _ := c.d.Running(); return pid }
 
 // Namespace is the containerd namespace the CRI plugin uses.
 const Namespace = "k8s.io"
@@ -148,12 +149,12 @@ func (c *Containerd) ensurePause(ctx context.Context, tarball func() (string, er
 // removes its mounts and cgroup parent. The directory stays, for its logs.
 func (c *Containerd) Stop(ctx context.Context) error {
 	var errs []error
-	if _, ok := c.d.running(); ok && c.CRI {
+	if _, ok := c.d.Running(); ok && c.CRI {
 		errs = append(errs, c.removeSandboxes(ctx))
 	}
-	errs = append(errs, c.d.stop(5*time.Second))
-	for _, pid := range processesWith(c.Socket()) {
-		errs = append(errs, stopPID(pid, c.Socket(), 2*time.Second))
+	errs = append(errs, c.d.Stop(5*time.Second))
+	for _, pid := range daemon.With(c.Socket()) {
+		errs = append(errs, daemon.StopPID(pid, c.Socket(), 2*time.Second))
 	}
 	errs = append(errs, unmountUnder(c.Dir), removeCgroup(c.Node.CgroupParent("containerd")))
 	return errors.Join(errs...)
@@ -199,5 +200,5 @@ func ContainerdAt(n Node, dir string, cri bool) *Containerd {
 	}
 	cfg := filepath.Join(dir, "config.toml")
 	return &Containerd{Node: n, Dir: dir, CRI: cri,
-		d: daemon{name: "containerd for " + n.Name, pidFile: filepath.Join(dir, "containerd.pid"), marker: cfg}}
+		d: daemon.Daemon{Name: "containerd for " + n.Name, PIDFile: filepath.Join(dir, "containerd.pid"), Marker: cfg}}
 }

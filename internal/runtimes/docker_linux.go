@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/vnetcni/vnetcni/internal/daemon"
 )
 
 // Docker is a private dockerd with its own containerd, both in a node's
@@ -19,7 +21,7 @@ type Docker struct {
 	Node       Node
 	Dir        string
 	containerd *Containerd
-	d          daemon
+	d          daemon.Daemon
 }
 
 // DockerCLI is the docker client to use: Debian's, which matches its
@@ -47,12 +49,12 @@ func StartDocker(ctx context.Context, n Node, dir string) (*Docker, error) {
 	}
 	k := dockerAt(n, dir)
 	k.containerd = ctd
-	if _, ok := k.d.running(); !ok {
+	if _, ok := k.d.Running(); !ok {
 		cfg := filepath.Join(dir, "daemon.json")
 		if err := os.WriteFile(cfg, []byte("{}\n"), 0o644); err != nil {
 			return nil, err
 		}
-		_, err := k.d.start(n.NetNS, nil, filepath.Join(dir, "dockerd.log"), "dockerd",
+		_, err := k.d.Start(n.NetNS, nil, filepath.Join(dir, "dockerd.log"), "dockerd",
 			"--host", "unix://"+k.socket(),
 			"--containerd", ctd.Socket(),
 			"--data-root", filepath.Join(dir, "data"),
@@ -68,7 +70,7 @@ func StartDocker(ctx context.Context, n Node, dir string) (*Docker, error) {
 			return nil, err
 		}
 	}
-	alive := func() bool { _, ok := k.d.running(); return ok }
+	alive := func() bool { _, ok := k.d.Running(); return ok }
 	failed := func(err error) error {
 		_ = k.Stop(context.Background())
 		return fmt.Errorf("dockerd for %s: %w\n%s", n.Name, err, tail(filepath.Join(dir, "dockerd.log"), 15))
@@ -93,7 +95,7 @@ func (k *Docker) socket() string { return filepath.Join(k.Dir, "docker.sock") }
 func (k *Docker) Host() string { return "unix://" + k.socket() }
 
 // PID is dockerd's process ID, 0 if it is not running.
-func (k *Docker) PID() int { pid, _ := k.d.running(); return pid }
+func (k *Docker) PID() int { pid, _ := k.d.Running(); return pid }
 
 // Command is `docker ARGS` against this daemon.
 func (k *Docker) Command(ctx context.Context, args ...string) *exec.Cmd {
@@ -124,13 +126,13 @@ func (k *Docker) Load(ctx context.Context, tarball string) error {
 // removes their mounts and cgroup parent.
 func (k *Docker) Stop(ctx context.Context) error {
 	var errs []error
-	if _, ok := k.d.running(); ok {
+	if _, ok := k.d.Running(); ok {
 		if ids, err := k.Run(ctx, "ps", "-aq"); err == nil && ids != "" {
 			if _, err := k.Run(ctx, append([]string{"rm", "-f"}, strings.Fields(ids)...)...); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
-	errs = append(errs, k.d.stop(10*time.Second), k.containerd.Stop(ctx), unmountUnder(k.Dir), removeCgroup(k.Node.CgroupParent("docker")))
+	errs = append(errs, k.d.Stop(10*time.Second), k.containerd.Stop(ctx), unmountUnder(k.Dir), removeCgroup(k.Node.CgroupParent("docker")))
 	return errors.Join(errs...)
 }

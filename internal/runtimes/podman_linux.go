@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/vnetcni/vnetcni/internal/daemon"
 )
 
 // Podman runs Debian's podman (rootful, CNI backend) for a node: its own
@@ -60,7 +62,7 @@ func (p *Podman) Env() []string {
 func (p *Podman) Command(ctx context.Context, args ...string) *exec.Cmd {
 	base := []string{"--root", filepath.Join(p.Dir, "root"), "--runroot", filepath.Join(p.Dir, "run"),
 		"--tmpdir", filepath.Join(p.Dir, "tmp"), "--cgroup-manager", "cgroupfs"}
-	return nsCommand(ctx, p.Node.NetNS, p.Env(), "podman", append(base, args...)...)
+	return daemon.NSCommand(ctx, p.Node.NetNS, p.Env(), "podman", append(base, args...)...)
 }
 
 // Run runs `podman ARGS` and returns its trimmed standard output.
