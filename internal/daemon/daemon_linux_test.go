@@ -51,11 +51,12 @@ func TestDaemonLifecycle(t *testing.T) {
 		if !ok || got != pid {
 			t.Fatalf("round %d: Running() = %d, %t right after Start; want %d, true", i, got, ok, pid)
 		}
-		// Once exec'd, the daemon is sleep, in the namespace.
+		// Once exec'd, the daemon is sleep with its marker, in the
+		// namespace.
 		deadline := time.Now().Add(5 * time.Second)
 		for {
 			exe, _ := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
-			if filepath.Base(exe) == "sleep" {
+			if filepath.Base(exe) == "sleep" && IsProcess(pid, marker) {
 				break
 			}
 			if time.Now().After(deadline) {

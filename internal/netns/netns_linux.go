@@ -35,7 +35,7 @@ func isNetNS(path string) bool {
 // Create makes a named namespace, doing nothing if it already exists.
 // Equivalent to: ip netns add NAME.
 func Create(name string) error {
-	if name == "" || filepath.Base(name) != name {
+	if name == "" || name == "." || name == ".." || filepath.Base(name) != name {
 		return fmt.Errorf("create netns %q: invalid name", name)
 	}
 	path := Path(name)
