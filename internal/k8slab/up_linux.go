@@ -155,7 +155,8 @@ func (c *Cluster) nodeSupervisor(name string) supervisor {
 	return supervisor{daemon.Daemon{Name: "node " + name, PIDFile: c.path("node-" + name + ".pid"), Marker: name}, c.path("node-" + name + ".log")}
 }
 
-// start runs vnetctl with args in the namespace at netns, unless it runs.
+// start runs bin with args in the namespace at netns, unless the supervisor
+// already runs.
 func (s supervisor) start(netns string, bin string, args ...string) error {
 	if _, ok := s.Running(); ok {
 		return nil
