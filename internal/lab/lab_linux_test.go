@@ -107,6 +107,21 @@ func TestLab(t *testing.T) {
 					}
 				}
 			}
+			// Pods that cannot be added are refused before anything is made,
+			// through either runtime.
+			vm := l.Spec.VMs[0].Name
+			for _, bad := range []struct{ vm, pod, want string }{
+				{vm, "p1", "exists"},
+				{vm, "Bad_Name", "lower-case"},
+				{"vm-99", "p9", "vm-99"},
+			} {
+				if _, err := AddPod(ctx, name, bad.vm, bad.pod, nil); err == nil || !strings.Contains(err.Error(), bad.want) {
+					t.Errorf("AddPod(%s, %s) = %v, want an error about %q", bad.vm, bad.pod, err, bad.want)
+				}
+				if _, err := AddRuntimePod(ctx, name, bad.vm, bad.pod, RuntimeContainerd, "/nonexistent/pause", nil); err == nil || !strings.Contains(err.Error(), bad.want) {
+					t.Errorf("AddRuntimePod(%s, %s) = %v, want an error about %q", bad.vm, bad.pod, err, bad.want)
+				}
+			}
 			m, err := Check(ctx, name)
 			if err != nil {
 				t.Fatal(err)

@@ -16,6 +16,23 @@ import (
 // loopbackConf is what runtimes run before the pod network: lo up.
 var loopbackConf = []byte(`{"cniVersion":"0.3.1","name":"cni-loopback","type":"loopback"}`)
 
+// checkNewPod returns why pod cannot be added to vm: an unknown VM, a bad
+// name, or a pod of that name already there.
+func (l *Lab) checkNewPod(vm, pod string) error {
+	if _, err := l.VMSpec(vm); err != nil {
+		return err
+	}
+	if !podNameRE.MatchString(pod) {
+		return fmt.Errorf("pod name %q: 1-20 lower-case letters, digits and '-'", pod)
+	}
+	for _, p := range l.Pods {
+		if p.VM == vm && p.Name == pod {
+			return fmt.Errorf("pod %s/%s exists (%s)", vm, pod, p.IP)
+		}
+	}
+	return nil
+}
+
 // AddPod creates a pod namespace on a VM and attaches it through libcni, as
 // a runtime would: loopback first, then the VM's conflist.
 func AddPod(ctx context.Context, name, vm, pod string, ports []cnirunner.PortMapping) (Pod, error) {
@@ -23,16 +40,8 @@ func AddPod(ctx context.Context, name, vm, pod string, ports []cnirunner.PortMap
 	if err != nil {
 		return Pod{}, err
 	}
-	if _, err := l.VMSpec(vm); err != nil {
+	if err := l.checkNewPod(vm, pod); err != nil {
 		return Pod{}, err
-	}
-	if !podNameRE.MatchString(pod) {
-		return Pod{}, fmt.Errorf("pod name %q: 1-20 lower-case letters, digits and '-'", pod)
-	}
-	for _, p := range l.Pods {
-		if p.VM == vm && p.Name == pod {
-			return Pod{}, fmt.Errorf("pod %s/%s exists (%s)", vm, pod, p.IP)
-		}
 	}
 	ns := PodNetNS(name, vm, pod)
 	if netns.Exists(ns) {

@@ -48,16 +48,8 @@ func AddRuntimePod(ctx context.Context, name, vm, pod, runtime, pauseBinary stri
 	if err != nil {
 		return Pod{}, err
 	}
-	if _, err := l.VMSpec(vm); err != nil {
+	if err := l.checkNewPod(vm, pod); err != nil {
 		return Pod{}, err
-	}
-	if !podNameRE.MatchString(pod) {
-		return Pod{}, fmt.Errorf("pod name %q: 1-20 lower-case letters, digits and '-'", pod)
-	}
-	for _, p := range l.Pods {
-		if p.VM == vm && p.Name == pod {
-			return Pod{}, fmt.Errorf("pod %s/%s exists (%s)", vm, pod, p.IP)
-		}
 	}
 	if _, err := os.Stat(pauseBinary); err != nil {
 		return Pod{}, fmt.Errorf("the sandbox image needs the pause binary (build it with: make pause): %w", err)
