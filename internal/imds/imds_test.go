@@ -17,77 +17,54 @@ import (
 	"github.com/vnetcni/vnetcni/internal/nic/nictest"
 )
 
-var equateNetip = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
-
 // sampleDoc is the exact IMDS answer DESIGN.md quotes.
 const sampleDoc = `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4","publicIpAddress":""}],"subnet":[{"address":"10.0.0.0","prefix":"24"}]},"ipv6":{"ipAddress":[]}}]}`
 
 func TestParse(t *testing.T) {
-	tests := []struct {
-		name    string
-		doc     string
-		want    []nic.Interface
-		wantErr string
-	}{
+	tests := []nictest.ParseCase{
 		{
-			name: "DESIGN.md sample",
-			doc:  sampleDoc,
-			want: []nic.Interface{nictest.Iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")},
+			Name: "DESIGN.md sample",
+			Doc:  sampleDoc,
+			Want: []nic.Interface{nictest.Iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")},
 		},
 		{
-			name: "two NICs: the first is primary, the first address of each is primary",
-			doc: `{"interface":[
+			Name: "two NICs: the first is primary, the first address of each is primary",
+			Doc: `{"interface":[
 				{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4"},{"privateIpAddress":"10.0.0.5","publicIpAddress":"20.1.2.3"},{"privateIpAddress":"10.0.0.6"}],"subnet":[{"address":"10.0.0.0","prefix":"24"}]}},
 				{"macAddress":"000D3AF806ED","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.1.4"}],"subnet":[{"address":"10.0.1.0","prefix":"24"}]}}
 			]}`,
-			want: []nic.Interface{
+			Want: []nic.Interface{
 				nictest.Iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4", "10.0.0.5", "10.0.0.6"),
 				nictest.Iface(t, "00:0d:3a:f8:06:ed", false, "10.0.1.0/24", "10.0.1.4"),
 			},
 		},
 		{
-			name: "subnet address not masked, IPv6 addresses ignored, only the first subnet used",
-			doc:  `{"interface":[{"macAddress":"00-0d-3a-f8-06-ec","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4"}],"subnet":[{"address":"10.0.0.77","prefix":"24"},{"address":"10.9.0.0","prefix":"16"}]},"ipv6":{"ipAddress":[{"privateIpAddress":"fd00::4"}]}}]}`,
-			want: []nic.Interface{nictest.Iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")},
+			Name: "subnet address not masked, IPv6 addresses ignored, only the first subnet used",
+			Doc:  `{"interface":[{"macAddress":"00-0d-3a-f8-06-ec","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4"}],"subnet":[{"address":"10.0.0.77","prefix":"24"},{"address":"10.9.0.0","prefix":"16"}]},"ipv6":{"ipAddress":[{"privateIpAddress":"fd00::4"}]}}]}`,
+			Want: []nic.Interface{nictest.Iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")},
 		},
 		{
-			name: "NIC without IPv4",
-			doc:  `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[],"subnet":[]}}]}`,
-			want: []nic.Interface{{MAC: nictest.MAC(t, "00:0d:3a:f8:06:ec"), IsPrimary: true}},
+			Name: "NIC without IPv4",
+			Doc:  `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[],"subnet":[]}}]}`,
+			Want: []nic.Interface{{MAC: nictest.MAC(t, "00:0d:3a:f8:06:ec"), IsPrimary: true}},
 		},
-		{name: "no interfaces", doc: `{"interface":[]}`, want: nil},
-		{name: "unknown fields ignored", doc: `{"interface":[],"compute":{"vmId":"x"}}`, want: nil},
-		{name: "empty", doc: ``, wantErr: "decode IMDS network document: unexpected end of JSON input"},
-		{name: "not JSON", doc: `<Interfaces/>`, wantErr: "decode IMDS network document"},
-		{name: "wrong type", doc: `{"interface":{}}`, wantErr: "decode IMDS network document"},
-		{name: "bad MAC", doc: `{"interface":[{"macAddress":"000D3AF806"}]}`, wantErr: `interface 0: parse MAC "000D3AF806"`},
-		{name: "bad MAC in second NIC", doc: `{"interface":[{"macAddress":"000D3AF806EC"},{"macAddress":"x"}]}`, wantErr: `interface 1: parse MAC "x"`},
-		{name: "addresses without subnet", doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4"}]}}]}`, wantErr: "addresses but no subnet"},
-		{name: "prefix not a number", doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"subnet":[{"address":"10.0.0.0","prefix":"x"}]}}]}`, wantErr: `subnet prefix "x"`},
-		{name: "prefix too long", doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"subnet":[{"address":"10.0.0.0","prefix":"33"}]}}]}`, wantErr: "subnet 10.0.0.0/33 is not a prefix"},
-		{name: "prefix negative", doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"subnet":[{"address":"10.0.0.0","prefix":"-1"}]}}]}`, wantErr: "subnet 10.0.0.0/-1 is not a prefix"},
-		{name: "subnet address bad", doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"subnet":[{"address":"10.0.0","prefix":"24"}]}}]}`, wantErr: `subnet address "10.0.0"`},
-		{name: "address bad", doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":""}],"subnet":[{"address":"10.0.0.0","prefix":"24"}]}}]}`, wantErr: `address ""`},
-		{name: "address outside subnet", doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.1.4"}],"subnet":[{"address":"10.0.0.0","prefix":"24"}]}}]}`, wantErr: "address 10.0.1.4 outside subnet 10.0.0.0/24"},
-		{name: "address twice", doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4"},{"privateIpAddress":"10.0.0.4"}],"subnet":[{"address":"10.0.0.0","prefix":"24"}]}}]}`, wantErr: "address 10.0.0.4 listed twice"},
+		{Name: "no interfaces", Doc: `{"interface":[]}`, Want: nil},
+		{Name: "unknown fields ignored", Doc: `{"interface":[],"compute":{"vmId":"x"}}`, Want: nil},
+		{Name: "empty", Doc: ``, WantErr: "decode IMDS network document: unexpected end of JSON input"},
+		{Name: "not JSON", Doc: `<Interfaces/>`, WantErr: "decode IMDS network document"},
+		{Name: "wrong type", Doc: `{"interface":{}}`, WantErr: "decode IMDS network document"},
+		{Name: "bad MAC", Doc: `{"interface":[{"macAddress":"000D3AF806"}]}`, WantErr: `interface 0: parse MAC "000D3AF806"`},
+		{Name: "bad MAC in second NIC", Doc: `{"interface":[{"macAddress":"000D3AF806EC"},{"macAddress":"x"}]}`, WantErr: `interface 1: parse MAC "x"`},
+		{Name: "addresses without subnet", Doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4"}]}}]}`, WantErr: "addresses but no subnet"},
+		{Name: "prefix not a number", Doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"subnet":[{"address":"10.0.0.0","prefix":"x"}]}}]}`, WantErr: `subnet prefix "x"`},
+		{Name: "prefix too long", Doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"subnet":[{"address":"10.0.0.0","prefix":"33"}]}}]}`, WantErr: "subnet 10.0.0.0/33 is not a prefix"},
+		{Name: "prefix negative", Doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"subnet":[{"address":"10.0.0.0","prefix":"-1"}]}}]}`, WantErr: "subnet 10.0.0.0/-1 is not a prefix"},
+		{Name: "subnet address bad", Doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"subnet":[{"address":"10.0.0","prefix":"24"}]}}]}`, WantErr: `subnet address "10.0.0"`},
+		{Name: "address bad", Doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":""}],"subnet":[{"address":"10.0.0.0","prefix":"24"}]}}]}`, WantErr: `address ""`},
+		{Name: "address outside subnet", Doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.1.4"}],"subnet":[{"address":"10.0.0.0","prefix":"24"}]}}]}`, WantErr: "address 10.0.1.4 outside subnet 10.0.0.0/24"},
+		{Name: "address twice", Doc: `{"interface":[{"macAddress":"000D3AF806EC","ipv4":{"ipAddress":[{"privateIpAddress":"10.0.0.4"},{"privateIpAddress":"10.0.0.4"}],"subnet":[{"address":"10.0.0.0","prefix":"24"}]}}]}`, WantErr: "address 10.0.0.4 listed twice"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := Parse([]byte(tt.doc))
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("Parse(%s) = %v, %v; want error containing %q", tt.doc, got, err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("Parse(%s): %v", tt.doc, err)
-			}
-			if d := cmp.Diff(tt.want, got, equateNetip); d != "" {
-				t.Errorf("Parse(%s) (-want +got):\n%s", tt.doc, d)
-			}
-		})
-	}
+	nictest.RunParse(t, "Parse", Parse, tests)
 }
 
 func TestBuild(t *testing.T) {
@@ -158,7 +135,7 @@ func TestBuildParseRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Parse(Build(%+v)): %v\ndocument: %s", tt.in, err, b)
 			}
-			if d := cmp.Diff(tt.in, got, equateNetip, cmpopts.EquateEmpty()); d != "" {
+			if d := cmp.Diff(tt.in, got, nictest.EquateNetip, cmpopts.EquateEmpty()); d != "" {
 				t.Errorf("Parse(Build(x)) differs from x (-want +got):\n%s\ndocument: %s", d, b)
 			}
 		})
@@ -258,7 +235,7 @@ func TestHandler(t *testing.T) {
 			if err != nil {
 				t.Fatalf("GET %s: Parse(answer): %v\nanswer: %s", tt.target, err, doc)
 			}
-			if d := cmp.Diff(tt.want, got, equateNetip); d != "" {
+			if d := cmp.Diff(tt.want, got, nictest.EquateNetip); d != "" {
 				t.Errorf("GET %s from %s (-want +got):\n%s", tt.target, tt.remote, d)
 			}
 		})
@@ -284,7 +261,7 @@ func TestClient(t *testing.T) {
 		t.Errorf("request the server saw (-want +got):\n%s", d)
 	}
 	want := []nic.Interface{nictest.Iface(t, "00:0d:3a:f8:06:ec", true, "10.0.0.0/24", "10.0.0.4")}
-	if d := cmp.Diff(want, ifs, equateNetip); d != "" {
+	if d := cmp.Diff(want, ifs, nictest.EquateNetip); d != "" {
 		t.Errorf("Interfaces() (-want +got):\n%s", d)
 	}
 }
@@ -328,7 +305,7 @@ func TestClientAgainstHandler(t *testing.T) {
 		t.Fatalf("Interfaces(): %v", err)
 	}
 	want := []nic.Interface{nictest.Iface(t, "00:0d:3a:f8:06:ef", true, "10.0.0.0/24", "10.0.0.7")}
-	if d := cmp.Diff(want, got, equateNetip); d != "" {
+	if d := cmp.Diff(want, got, nictest.EquateNetip); d != "" {
 		t.Errorf("Interfaces() (-want +got):\n%s", d)
 	}
 }
@@ -374,7 +351,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Parse(Build(Parse(%q))): %v\nbuilt: %s", doc, err, b)
 		}
-		if d := cmp.Diff(want, again, equateNetip, cmpopts.EquateEmpty()); d != "" {
+		if d := cmp.Diff(want, again, nictest.EquateNetip, cmpopts.EquateEmpty()); d != "" {
 			t.Fatalf("round trip of %q changed the interfaces (-want +got):\n%s", doc, d)
 		}
 	})

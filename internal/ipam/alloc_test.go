@@ -8,12 +8,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/vnetcni/vnetcni/internal/nic/nictest"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
-
-var equateNetip = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
@@ -189,7 +187,7 @@ func TestAllocateAndRelease(t *testing.T) {
 					for _, h := range s.want {
 						want = append(want, host(h))
 					}
-					if d := cmp.Diff(want, got, equateNetip); d != "" {
+					if d := cmp.Diff(want, got, nictest.EquateNetip); d != "" {
 						t.Fatalf("step %d: Release(%s, %q) (-want +got):\n%s", i, s.container, s.ifName, d)
 					}
 					for _, a := range want {
@@ -225,7 +223,7 @@ func TestAllocateRecords(t *testing.T) {
 		t.Fatalf("Allocate = %v, want %v", got, host(6))
 	}
 	want := &store.Allocation{IP: host(6), Pool: poolID, ContainerID: "c1", IfName: "eth0", Network: "azure", Owner: "azure-vnet-ipam", Time: now.UTC()}
-	if d := cmp.Diff(want, st.Allocations["10.0.0.6"], equateNetip); d != "" {
+	if d := cmp.Diff(want, st.Allocations["10.0.0.6"], nictest.EquateNetip); d != "" {
 		t.Errorf("allocation record (-want +got):\n%s", d)
 	}
 	if st.Allocations["10.0.0.6"].Time.Location() != time.UTC {
@@ -252,7 +250,7 @@ func TestExhaustedError(t *testing.T) {
 	if !errors.As(err, &ex) {
 		t.Fatalf("Allocate on a full pool = %v, want an *ExhaustedError", err)
 	}
-	if d := cmp.Diff(&ExhaustedError{Pool: poolID, Subnet: p.Subnet, Total: 2, InUse: 2}, ex, equateNetip); d != "" {
+	if d := cmp.Diff(&ExhaustedError{Pool: poolID, Subnet: p.Subnet, Total: 2, InUse: 2}, ex, nictest.EquateNetip); d != "" {
 		t.Errorf("ExhaustedError (-want +got):\n%s", d)
 	}
 	want := "no free address on NIC 000D3A6E1825 (subnet 10.0.0.0/24): the NIC has 2 secondary addresses, 2 in use"
@@ -268,13 +266,13 @@ func TestReleaseWithoutPool(t *testing.T) {
 	st.Allocations["10.0.0.6"] = &store.Allocation{IP: host(6), Pool: "gone", ContainerID: "c1", IfName: "eth1"}
 	got := Release(st, "c1", "", t0)
 	sort.Slice(got, func(i, j int) bool { return got[i].Less(got[j]) })
-	if d := cmp.Diff([]netip.Addr{host(5), host(6)}, got, equateNetip); d != "" {
+	if d := cmp.Diff([]netip.Addr{host(5), host(6)}, got, nictest.EquateNetip); d != "" {
 		t.Errorf("Release (-want +got):\n%s", d)
 	}
 	if len(st.Allocations) != 0 {
 		t.Errorf("allocations left: %v", st.Allocations)
 	}
-	if d := cmp.Diff(map[netip.Addr]time.Time{host(5): t0}, st.Pools["p"].Released, equateNetip); d != "" {
+	if d := cmp.Diff(map[netip.Addr]time.Time{host(5): t0}, st.Pools["p"].Released, nictest.EquateNetip); d != "" {
 		t.Errorf("Released (-want +got):\n%s", d)
 	}
 }
@@ -326,10 +324,10 @@ func TestMerge(t *testing.T) {
 			if got == tt.fresh {
 				t.Errorf("Merge stored the caller's pool itself; want a copy")
 			}
-			if d := cmp.Diff(freshAddrs, got.Addresses, equateNetip); d != "" {
+			if d := cmp.Diff(freshAddrs, got.Addresses, nictest.EquateNetip); d != "" {
 				t.Errorf("merged addresses (-want +got):\n%s", d)
 			}
-			if d := cmp.Diff(tt.wantReleased, got.Released, equateNetip); d != "" {
+			if d := cmp.Diff(tt.wantReleased, got.Released, nictest.EquateNetip); d != "" {
 				t.Errorf("merged Released (-want +got):\n%s", d)
 			}
 		})
@@ -353,7 +351,7 @@ func TestMergeVanishedAllocated(t *testing.T) {
 		t.Fatalf("Release(c1, eth0) = %v, want [%v]", got, host(5))
 	}
 	p = Merge(st, testPool(6))
-	if d := cmp.Diff(map[netip.Addr]time.Time{}, p.Released, equateNetip); d != "" {
+	if d := cmp.Diff(map[netip.Addr]time.Time{}, p.Released, nictest.EquateNetip); d != "" {
 		t.Errorf("Released after the next Merge (-want +got):\n%s", d)
 	}
 	got, err := Allocate(st, p, Owner{ContainerID: "c2", IfName: "eth0"}, t0.Add(2*time.Minute))
@@ -407,7 +405,7 @@ func TestGatewayFreeInUse(t *testing.T) {
 	st := stateWith(p)
 	st.Allocations["10.0.0.6"] = &store.Allocation{IP: host(6), ContainerID: "c"}
 	st.Allocations["10.0.0.200"] = &store.Allocation{IP: host(200), ContainerID: "d"}
-	if d := cmp.Diff([]netip.Addr{host(5), host(7)}, Free(st, p), equateNetip); d != "" {
+	if d := cmp.Diff([]netip.Addr{host(5), host(7)}, Free(st, p), nictest.EquateNetip); d != "" {
 		t.Errorf("Free (-want +got):\n%s", d)
 	}
 	if got := InUse(st, p); got != 1 {

@@ -22,21 +22,16 @@ import (
 const masDoc = `{"Interfaces":[{"MacAddress":"000D3A6E1825","IsPrimary":true,"IPSubnets":[{"Prefix":"10.240.0.0/16","IPAddresses":[{"Address":"10.240.0.4","IsPrimary":true},{"Address":"10.240.0.5","IsPrimary":false}]}]}]}`
 
 func TestParseMAS(t *testing.T) {
-	tests := []struct {
-		name    string
-		doc     string
-		want    []nic.Interface
-		wantErr string
-	}{
-		{name: "MAS shape", doc: masDoc, want: []nic.Interface{nictest.Iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5")}},
+	tests := []nictest.ParseCase{
+		{Name: "MAS shape", Doc: masDoc, Want: []nic.Interface{nictest.Iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5")}},
 		{
-			name: "two NICs, two subnets, padding and unmasked prefix",
-			doc: `{"Interfaces":[
+			Name: "two NICs, two subnets, padding and unmasked prefix",
+			Doc: `{"Interfaces":[
 				{"MacAddress":"00:0d:3a:6e:18:25","IsPrimary":true,"IPSubnets":[
 					{"Prefix":" 10.240.0.9/16 ","IPAddresses":[{"Address":" 10.240.0.4","IsPrimary":true},{"Address":"10.240.0.5"}]},
 					{"Prefix":"10.241.0.0/24","IPAddresses":[{"Address":"10.241.0.4"}]}]},
 				{"MacAddress":"000D3A6E1826","IPSubnets":[]}]}`,
-			want: []nic.Interface{
+			Want: []nic.Interface{
 				{MAC: nictest.MAC(t, "00:0d:3a:6e:18:25"), IsPrimary: true, Subnets: []nic.Subnet{
 					{Prefix: netip.MustParsePrefix("10.240.0.0/16"), Addresses: []nic.Address{{IP: netip.MustParseAddr("10.240.0.4"), IsPrimary: true}, {IP: netip.MustParseAddr("10.240.0.5")}}},
 					{Prefix: netip.MustParsePrefix("10.241.0.0/24"), Addresses: []nic.Address{{IP: netip.MustParseAddr("10.241.0.4")}}},
@@ -44,34 +39,18 @@ func TestParseMAS(t *testing.T) {
 				{MAC: nictest.MAC(t, "00:0d:3a:6e:18:26")},
 			},
 		},
-		{name: "no interfaces", doc: `{"Interfaces":[]}`, want: nil},
-		{name: "empty object", doc: `{}`, want: nil},
-		{name: "empty", doc: ``, wantErr: "decode MAS interface document"},
-		{name: "XML", doc: `<Interfaces/>`, wantErr: "decode MAS interface document"},
-		{name: "IsPrimary a string", doc: `{"Interfaces":[{"MacAddress":"000D3A6E1825","IsPrimary":"true"}]}`, wantErr: "decode MAS interface document"},
-		{name: "bad MAC", doc: `{"Interfaces":[{"MacAddress":"000D3A6E18"}]}`, wantErr: `parse MAC "000D3A6E18"`},
-		{name: "bad prefix", doc: `{"Interfaces":[{"MacAddress":"000D3A6E1825","IPSubnets":[{"Prefix":"10.240.0.0/40"}]}]}`, wantErr: `subnet "10.240.0.0/40"`},
-		{name: "bad address", doc: `{"Interfaces":[{"MacAddress":"000D3A6E1825","IPSubnets":[{"Prefix":"10.240.0.0/16","IPAddresses":[{"Address":"10.240.0.x"}]}]}]}`, wantErr: `address "10.240.0.x"`},
-		{name: "address outside subnet", doc: `{"Interfaces":[{"MacAddress":"000D3A6E1825","IPSubnets":[{"Prefix":"10.240.0.0/16","IPAddresses":[{"Address":"10.241.0.4"}]}]}]}`, wantErr: "address 10.241.0.4 outside subnet 10.240.0.0/16"},
-		{name: "address twice", doc: `{"Interfaces":[{"MacAddress":"000D3A6E1825","IPSubnets":[{"Prefix":"10.240.0.0/16","IPAddresses":[{"Address":"10.240.0.4"},{"Address":"10.240.0.4"}]}]}]}`, wantErr: "address 10.240.0.4 listed twice"},
+		{Name: "no interfaces", Doc: `{"Interfaces":[]}`, Want: nil},
+		{Name: "empty object", Doc: `{}`, Want: nil},
+		{Name: "empty", Doc: ``, WantErr: "decode MAS interface document"},
+		{Name: "XML", Doc: `<Interfaces/>`, WantErr: "decode MAS interface document"},
+		{Name: "IsPrimary a string", Doc: `{"Interfaces":[{"MacAddress":"000D3A6E1825","IsPrimary":"true"}]}`, WantErr: "decode MAS interface document"},
+		{Name: "bad MAC", Doc: `{"Interfaces":[{"MacAddress":"000D3A6E18"}]}`, WantErr: `parse MAC "000D3A6E18"`},
+		{Name: "bad prefix", Doc: `{"Interfaces":[{"MacAddress":"000D3A6E1825","IPSubnets":[{"Prefix":"10.240.0.0/40"}]}]}`, WantErr: `subnet "10.240.0.0/40"`},
+		{Name: "bad address", Doc: `{"Interfaces":[{"MacAddress":"000D3A6E1825","IPSubnets":[{"Prefix":"10.240.0.0/16","IPAddresses":[{"Address":"10.240.0.x"}]}]}]}`, WantErr: `address "10.240.0.x"`},
+		{Name: "address outside subnet", Doc: `{"Interfaces":[{"MacAddress":"000D3A6E1825","IPSubnets":[{"Prefix":"10.240.0.0/16","IPAddresses":[{"Address":"10.241.0.4"}]}]}]}`, WantErr: "address 10.241.0.4 outside subnet 10.240.0.0/16"},
+		{Name: "address twice", Doc: `{"Interfaces":[{"MacAddress":"000D3A6E1825","IPSubnets":[{"Prefix":"10.240.0.0/16","IPAddresses":[{"Address":"10.240.0.4"},{"Address":"10.240.0.4"}]}]}]}`, WantErr: "address 10.240.0.4 listed twice"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseMAS([]byte(tt.doc))
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("ParseMAS(%s) = %v, %v; want error containing %q", tt.doc, got, err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("ParseMAS(%s): %v", tt.doc, err)
-			}
-			if d := cmp.Diff(tt.want, got, equateNetip); d != "" {
-				t.Errorf("ParseMAS(%s) (-want +got):\n%s", tt.doc, d)
-			}
-		})
-	}
+	nictest.RunParse(t, "ParseMAS", ParseMAS, tests)
 }
 
 func TestPoolFrom(t *testing.T) {
@@ -124,7 +103,7 @@ func TestPoolFrom(t *testing.T) {
 			if err != nil {
 				t.Fatalf("PoolFrom(%s): %v", tt.mac, err)
 			}
-			if d := cmp.Diff(tt.want, got, equateNetip); d != "" {
+			if d := cmp.Diff(tt.want, got, nictest.EquateNetip); d != "" {
 				t.Errorf("PoolFrom(%s) (-want +got):\n%s", tt.mac, d)
 			}
 		})
@@ -140,7 +119,7 @@ func TestPoolFrom(t *testing.T) {
 		t.Fatal(err)
 	}
 	if d := cmp.Diff(&store.Pool{ID: "000D3A6E1825", Source: "file x", ReadAt: now.UTC(), Subnet: netip.MustParsePrefix("10.240.0.0/16"),
-		Gateway: netip.MustParseAddr("10.240.0.1"), PrimaryIP: netip.MustParseAddr("10.240.0.4"), Addresses: []netip.Addr{netip.MustParseAddr("10.240.0.5")}}, got, equateNetip); d != "" {
+		Gateway: netip.MustParseAddr("10.240.0.1"), PrimaryIP: netip.MustParseAddr("10.240.0.4"), Addresses: []netip.Addr{netip.MustParseAddr("10.240.0.5")}}, got, nictest.EquateNetip); d != "" {
 		t.Errorf("PoolFrom(ParseMAS(masDoc)) (-want +got):\n%s", d)
 	}
 	_, err = PoolFrom(nil, nictest.MAC(t, "00:0d:3a:6e:18:25"), "wireserver", now)
@@ -211,7 +190,7 @@ func TestNewSource(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: Interfaces(): %v", src, err)
 			}
-			if d := cmp.Diff(tt.want, got, equateNetip); d != "" {
+			if d := cmp.Diff(tt.want, got, nictest.EquateNetip); d != "" {
 				t.Errorf("%s: Interfaces() (-want +got):\n%s", src, d)
 			}
 		})

@@ -19,8 +19,6 @@ import (
 	"github.com/vnetcni/vnetcni/internal/nic/nictest"
 )
 
-var equateNetip = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
-
 // sampleDoc is the document DESIGN.md quotes, completed.
 const sampleDoc = `<?xml version="1.0" encoding="utf-8"?>
 <Interfaces>
@@ -34,68 +32,47 @@ const sampleDoc = `<?xml version="1.0" encoding="utf-8"?>
 </Interfaces>`
 
 func TestParse(t *testing.T) {
-	tests := []struct {
-		name    string
-		doc     string
-		want    []nic.Interface
-		wantErr string
-	}{
+	tests := []nictest.ParseCase{
 		{
-			name: "DESIGN.md sample",
-			doc:  sampleDoc,
-			want: []nic.Interface{nictest.Iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5", "10.240.0.6")},
+			Name: "DESIGN.md sample",
+			Doc:  sampleDoc,
+			Want: []nic.Interface{nictest.Iface(t, "00:0d:3a:6e:18:25", true, "10.240.0.0/16", "10.240.0.4", "10.240.0.5", "10.240.0.6")},
 		},
 		{
-			name: "two NICs, lower-case MAC, padded attributes, unmasked prefix",
-			doc: `<Interfaces>
+			Name: "two NICs, lower-case MAC, padded attributes, unmasked prefix",
+			Doc: `<Interfaces>
 				<Interface MacAddress="000d3a6e1825" IsPrimary="true"><IPSubnet Prefix=" 10.0.0.9/24 "><IPAddress Address=" 10.0.0.4 " IsPrimary="true"/></IPSubnet></Interface>
 				<Interface MacAddress="000D3A6E1826"><IPSubnet Prefix="10.0.1.0/24"><IPAddress Address="10.0.1.4" IsPrimary="true"/><IPAddress Address="10.0.1.5"/></IPSubnet></Interface>
 			</Interfaces>`,
-			want: []nic.Interface{
+			Want: []nic.Interface{
 				nictest.Iface(t, "00:0d:3a:6e:18:25", true, "10.0.0.0/24", "10.0.0.4"),
 				nictest.Iface(t, "00:0d:3a:6e:18:26", false, "10.0.1.0/24", "10.0.1.4", "10.0.1.5"),
 			},
 		},
 		{
-			name: "interface without subnets",
-			doc:  `<Interfaces><Interface MacAddress="000D3A6E1825" IsPrimary="true"/></Interfaces>`,
-			want: []nic.Interface{{MAC: nictest.MAC(t, "00:0d:3a:6e:18:25"), IsPrimary: true}},
+			Name: "interface without subnets",
+			Doc:  `<Interfaces><Interface MacAddress="000D3A6E1825" IsPrimary="true"/></Interfaces>`,
+			Want: []nic.Interface{{MAC: nictest.MAC(t, "00:0d:3a:6e:18:25"), IsPrimary: true}},
 		},
-		{name: "no interfaces", doc: `<Interfaces/>`, want: []nic.Interface{}},
-		{name: "unknown elements ignored", doc: `<Interfaces><Foo/><Interface MacAddress="000D3A6E1825" Extra="x"/></Interfaces>`,
-			want: []nic.Interface{{MAC: nictest.MAC(t, "00:0d:3a:6e:18:25")}}},
-		{name: "empty", doc: ``, wantErr: "decode wireserver interface document: EOF"},
-		{name: "not XML", doc: `{"Interfaces":[]}`, wantErr: "decode wireserver interface document"},
-		{name: "truncated", doc: sampleDoc[:len(sampleDoc)/2], wantErr: "decode wireserver interface document"},
-		{name: "wrong root", doc: `<Interface MacAddress="000D3A6E1825"/>`, wantErr: "expected element type <Interfaces>"},
-		{name: "bad MAC", doc: `<Interfaces><Interface MacAddress="000D3A6E18"/></Interfaces>`, wantErr: `parse MAC "000D3A6E18"`},
-		{name: "missing MAC", doc: `<Interfaces><Interface IsPrimary="true"/></Interfaces>`, wantErr: `parse MAC ""`},
-		{name: "bad IsPrimary", doc: `<Interfaces><Interface MacAddress="000D3A6E1825" IsPrimary="yes"/></Interfaces>`, wantErr: "decode wireserver interface document"},
-		{name: "bad prefix", doc: `<Interfaces><Interface MacAddress="000D3A6E1825"><IPSubnet Prefix="10.0.0.0"/></Interface></Interfaces>`, wantErr: `subnet "10.0.0.0"`},
-		{name: "bad address", doc: `<Interfaces><Interface MacAddress="000D3A6E1825"><IPSubnet Prefix="10.0.0.0/24"><IPAddress Address="10.0.0.256"/></IPSubnet></Interface></Interfaces>`, wantErr: `address "10.0.0.256"`},
-		{name: "address outside subnet", doc: `<Interfaces><Interface MacAddress="000D3A6E1825"><IPSubnet Prefix="10.0.0.0/24"><IPAddress Address="10.0.1.4"/></IPSubnet></Interface></Interfaces>`, wantErr: "address 10.0.1.4 outside subnet 10.0.0.0/24"},
-		{name: "duplicate address across NICs", doc: `<Interfaces>
+		{Name: "no interfaces", Doc: `<Interfaces/>`, Want: []nic.Interface{}},
+		{Name: "unknown elements ignored", Doc: `<Interfaces><Foo/><Interface MacAddress="000D3A6E1825" Extra="x"/></Interfaces>`,
+			Want: []nic.Interface{{MAC: nictest.MAC(t, "00:0d:3a:6e:18:25")}}},
+		{Name: "empty", Doc: ``, WantErr: "decode wireserver interface document: EOF"},
+		{Name: "not XML", Doc: `{"Interfaces":[]}`, WantErr: "decode wireserver interface document"},
+		{Name: "truncated", Doc: sampleDoc[:len(sampleDoc)/2], WantErr: "decode wireserver interface document"},
+		{Name: "wrong root", Doc: `<Interface MacAddress="000D3A6E1825"/>`, WantErr: "expected element type <Interfaces>"},
+		{Name: "bad MAC", Doc: `<Interfaces><Interface MacAddress="000D3A6E18"/></Interfaces>`, WantErr: `parse MAC "000D3A6E18"`},
+		{Name: "missing MAC", Doc: `<Interfaces><Interface IsPrimary="true"/></Interfaces>`, WantErr: `parse MAC ""`},
+		{Name: "bad IsPrimary", Doc: `<Interfaces><Interface MacAddress="000D3A6E1825" IsPrimary="yes"/></Interfaces>`, WantErr: "decode wireserver interface document"},
+		{Name: "bad prefix", Doc: `<Interfaces><Interface MacAddress="000D3A6E1825"><IPSubnet Prefix="10.0.0.0"/></Interface></Interfaces>`, WantErr: `subnet "10.0.0.0"`},
+		{Name: "bad address", Doc: `<Interfaces><Interface MacAddress="000D3A6E1825"><IPSubnet Prefix="10.0.0.0/24"><IPAddress Address="10.0.0.256"/></IPSubnet></Interface></Interfaces>`, WantErr: `address "10.0.0.256"`},
+		{Name: "address outside subnet", Doc: `<Interfaces><Interface MacAddress="000D3A6E1825"><IPSubnet Prefix="10.0.0.0/24"><IPAddress Address="10.0.1.4"/></IPSubnet></Interface></Interfaces>`, WantErr: "address 10.0.1.4 outside subnet 10.0.0.0/24"},
+		{Name: "duplicate address across NICs", Doc: `<Interfaces>
 			<Interface MacAddress="000D3A6E1825"><IPSubnet Prefix="10.0.0.0/24"><IPAddress Address="10.0.0.4"/></IPSubnet></Interface>
 			<Interface MacAddress="000D3A6E1826"><IPSubnet Prefix="10.0.0.0/24"><IPAddress Address="10.0.0.4"/></IPSubnet></Interface>
-		</Interfaces>`, wantErr: "address 10.0.0.4 listed twice"},
+		</Interfaces>`, WantErr: "address 10.0.0.4 listed twice"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := Parse([]byte(tt.doc))
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("Parse(%q) = %v, %v; want error containing %q", tt.doc, got, err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("Parse(%q): %v", tt.doc, err)
-			}
-			if d := cmp.Diff(tt.want, got, equateNetip); d != "" {
-				t.Errorf("Parse(%q) (-want +got):\n%s", tt.doc, d)
-			}
-		})
-	}
+	nictest.RunParse(t, "Parse", Parse, tests)
 }
 
 func TestMarshalRoundTrip(t *testing.T) {
@@ -137,7 +114,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Parse(Marshal(%+v)): %v\ndocument: %s", tt.in, err, b)
 			}
-			if d := cmp.Diff(tt.in, got, equateNetip); d != "" {
+			if d := cmp.Diff(tt.in, got, nictest.EquateNetip); d != "" {
 				t.Errorf("Parse(Marshal(x)) differs from x (-want +got):\n%s\ndocument: %s", d, b)
 			}
 		})
@@ -237,7 +214,7 @@ func TestClient(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Interfaces(): %v", err)
 			}
-			if d := cmp.Diff(tt.want, got, equateNetip); d != "" {
+			if d := cmp.Diff(tt.want, got, nictest.EquateNetip); d != "" {
 				t.Errorf("Interfaces() (-want +got):\n%s", d)
 			}
 		})
@@ -321,7 +298,7 @@ func TestHandler(t *testing.T) {
 			if err != nil {
 				t.Fatalf("GET %s from %s: Parse(answer): %v\nanswer: %s", tt.target, tt.remote, err, rec.Body)
 			}
-			if d := cmp.Diff(tt.want, got, equateNetip); d != "" {
+			if d := cmp.Diff(tt.want, got, nictest.EquateNetip); d != "" {
 				t.Errorf("GET %s from %s (-want +got):\n%s", tt.target, tt.remote, d)
 			}
 		})
@@ -342,10 +319,10 @@ func TestClientAgainstHandler(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Interfaces(): %v", err)
 	}
-	if d := cmp.Diff(want, got, equateNetip); d != "" {
+	if d := cmp.Diff(want, got, nictest.EquateNetip); d != "" {
 		t.Errorf("Interfaces() (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff([]netip.Addr{netip.MustParseAddr("127.0.0.1")}, asked, equateNetip); d != "" {
+	if d := cmp.Diff([]netip.Addr{netip.MustParseAddr("127.0.0.1")}, asked, nictest.EquateNetip); d != "" {
 		t.Errorf("lookup callers (-want +got):\n%s", d)
 	}
 }
@@ -372,7 +349,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Parse(Marshal(Parse(%q))): %v\nmarshalled: %s", doc, err, b)
 		}
-		if d := cmp.Diff(ifs, again, equateNetip, cmpopts.EquateEmpty()); d != "" {
+		if d := cmp.Diff(ifs, again, nictest.EquateNetip, cmpopts.EquateEmpty()); d != "" {
 			t.Fatalf("round trip of %q changed the interfaces (-first +second):\n%s", doc, d)
 		}
 	})
