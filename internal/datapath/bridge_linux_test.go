@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 
+	"github.com/vnetcni/vnetcni/internal/netns/netnstest"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
 
@@ -17,15 +17,7 @@ import (
 func nicNS(t *testing.T) (string, *netlink.Handle) {
 	t.Helper()
 	name := tempNetNS(t)
-	nsh, err := vnetns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nsh.Close() })
-	h, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := netnstest.Handle(t, name)
 	t.Cleanup(h.Close)
 	la := netlink.NewLinkAttrs()
 	la.Name = "eth0"

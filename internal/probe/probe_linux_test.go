@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/vnetcni/vnetcni/internal/netns"
+	"github.com/vnetcni/vnetcni/internal/netns/netnstest"
 )
 
 var (
@@ -85,16 +86,8 @@ func pair(t *testing.T) (a, b string) {
 
 func handle(t *testing.T, ns string) (*netlink.Handle, func()) {
 	t.Helper()
-	fd, err := vnetns.GetFromPath(netns.Path(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := netlink.NewHandleAt(fd)
-	if err != nil {
-		fd.Close()
-		t.Fatal(err)
-	}
-	return h, func() { h.Close(); fd.Close() }
+	h := netnstest.Handle(t, ns)
+	return h, h.Close
 }
 
 // quick asserts fn fails, and within timeout plus a margin.

@@ -20,13 +20,13 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
 	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/fabric"
 	"github.com/vnetcni/vnetcni/internal/fabric/fabrictest"
 	"github.com/vnetcni/vnetcni/internal/netns"
+	"github.com/vnetcni/vnetcni/internal/netns/netnstest"
 	"github.com/vnetcni/vnetcni/internal/nft/nfttest"
 	"github.com/vnetcni/vnetcni/internal/probe"
 	"github.com/vnetcni/vnetcni/internal/store"
@@ -275,19 +275,7 @@ func (m *vm) vethCount(t *testing.T) int {
 	return n
 }
 
-func (m *vm) netlink(t *testing.T) *netlink.Handle {
-	t.Helper()
-	nsh, err := vnetns.GetFromName(m.ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	h, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h
-}
+func (m *vm) netlink(t *testing.T) *netlink.Handle { return netnstest.Handle(t, m.ns) }
 
 func (m *vm) nft(t *testing.T) *nftables.Conn { return nfttest.Conn(t, m.ns) }
 

@@ -36,13 +36,13 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
 	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/fabric"
 	"github.com/vnetcni/vnetcni/internal/fabric/fabrictest"
 	"github.com/vnetcni/vnetcni/internal/netns"
+	"github.com/vnetcni/vnetcni/internal/netns/netnstest"
 	"github.com/vnetcni/vnetcni/internal/nft/nfttest"
 	"github.com/vnetcni/vnetcni/internal/probe"
 	"github.com/vnetcni/vnetcni/internal/store"
@@ -589,19 +589,7 @@ func elemKey(set string, k []byte) string {
 	return name + " . " + a.String()
 }
 
-func (n *node) netlink(t testing.TB) *netlink.Handle {
-	t.Helper()
-	nsh, err := vnetns.GetFromName(n.ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	h, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h
-}
+func (n *node) netlink(t testing.TB) *netlink.Handle { return netnstest.Handle(t, n.ns) }
 
 func (n *node) nft(t testing.TB) *nftables.Conn { return nfttest.Conn(t, n.ns) }
 
@@ -739,15 +727,7 @@ func (n *node) expect(v *view, pods []*pod) []string {
 // podIfaces counts a namespace's interfaces other than lo.
 func podIfaces(t testing.TB, ns string) []string {
 	t.Helper()
-	nsh, err := vnetns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	h, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := netnstest.Handle(t, ns)
 	defer h.Close()
 	links, err := h.LinkList()
 	if err != nil {

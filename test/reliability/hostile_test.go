@@ -11,12 +11,12 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/fabric"
 	"github.com/vnetcni/vnetcni/internal/imds"
+	"github.com/vnetcni/vnetcni/internal/netns/netnstest"
 	"github.com/vnetcni/vnetcni/internal/probe"
 )
 
@@ -381,14 +381,6 @@ func flushNeigh(t *testing.T, ns string) {
 
 func nsHandle(t *testing.T, ns string) (*netlink.Handle, func()) {
 	t.Helper()
-	nsh, err := vnetns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		nsh.Close()
-		t.Fatal(err)
-	}
-	return h, func() { h.Close(); nsh.Close() }
+	h := netnstest.Handle(t, ns)
+	return h, h.Close
 }

@@ -11,13 +11,12 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 
 	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/fabric"
 	"github.com/vnetcni/vnetcni/internal/lab"
 	"github.com/vnetcni/vnetcni/internal/netns"
+	"github.com/vnetcni/vnetcni/internal/netns/netnstest"
 	"github.com/vnetcni/vnetcni/internal/probe"
 	"github.com/vnetcni/vnetcni/internal/runtimes"
 	"github.com/vnetcni/vnetcni/internal/store"
@@ -73,15 +72,7 @@ func vmState(t *testing.T, vm string) kernelState {
 	}
 	ks.allocations, ks.endpoints = len(st.Allocations), len(st.Endpoints)
 
-	nsh, err := vnetns.GetFromPath(vmNetNS(vm))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	h, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := netnstest.HandleAt(t, vmNetNS(vm))
 	defer h.Close()
 	links, err := h.LinkList()
 	if err != nil {
