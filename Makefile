@@ -21,9 +21,9 @@ setup:
 
 build: setup
 	@mkdir -p $(BIN)
-	go build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/azure-vnet ./cmd/azure-vnet-ipam ./cmd/vnetctl
+	go build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/azure-vnet ./cmd/azure-vnet-ipam ./cmd/vnetctl ./lab/cmd/vnetctl-lab
 	go build -o $(BIN)/ $(CNI_PLUGINS)
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/ ./cmd/vnetcni-pause ./cmd/vnetcni-echo
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/ ./lab/cmd/vnetcni-pause ./lab/cmd/vnetcni-echo
 
 # Every test: unit, kernel (in throwaway namespaces) and end-to-end through
 # libcni on the emulated fabric. Needs root.
@@ -31,7 +31,7 @@ test: build
 	VNETCNI_BIN_DIR=$(BIN) go test -count=1 -timeout 30m ./...
 
 unit:
-	go test -count=1 ./internal/nic ./internal/wireserver ./internal/imds ./internal/netconf ./internal/ipam ./internal/store
+	go test -count=1 ./internal/azure/... ./internal/netconf ./internal/ipam ./internal/store
 
 e2e: build
 	VNETCNI_BIN_DIR=$(BIN) go test -count=1 -v ./test/e2e
@@ -62,7 +62,7 @@ lab-down:
 # BENCH_QUICK=1: a smoke run that writes to a temporary directory.
 bench: build
 	@./scripts/setup-bench.sh
-	go build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/vnetbench
+	go build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./lab/cmd/vnetbench
 	$(BIN)/vnetbench -bin $(BIN)
 
 clean:
@@ -76,7 +76,7 @@ RELEASE := azure-vnet-cni-linux-amd64-$(VERSION)
 # The sandbox ("pause") binary of the locally built images: static.
 pause:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/vnetcni-pause ./cmd/vnetcni-pause
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/vnetcni-pause ./lab/cmd/vnetcni-pause
 
 setup-runtimes:
 	@./scripts/setup-runtimes.sh

@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 FUZZTIME=${FUZZTIME:-150000x}
 targets=(
 	"./internal/netconf FuzzParse"
-	"./internal/wireserver FuzzParse"
-	"./internal/imds FuzzParse"
+	"./internal/azure/wireserver FuzzParse"
+	"./internal/azure/imds FuzzParse"
 	"./internal/ipam FuzzParseMAS"
 	"./internal/store FuzzDecode"
 )

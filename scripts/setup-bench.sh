@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what make bench needs beyond scripts/setup.sh: sockperf (TCP
 # request/response latency) and GNU time (peak RSS of a plugin call, see
-# internal/bench). Idempotent. Run as root.
+# lab/bench). Idempotent. Run as root.
 set -euo pipefail
 
 pkgs=()

@@ -1,11 +1,13 @@
-// Package cli is vnetctl, the operator's tool: node state, and the lab.
+// Package cli is vnetctl, the node operator's tool: install, state, doctor,
+// gc, and CNI calls the way a runtime makes them. "vnetctl lab" hands over
+// to the lab's own binary, which a node's release does not contain.
 package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -68,6 +70,8 @@ func newVersionCmd() *cobra.Command {
 	}
 }
 
-func logger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

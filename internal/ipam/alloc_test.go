@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/vnetcni/vnetcni/internal/nic/nictest"
+	"github.com/vnetcni/vnetcni/internal/azure/nic/nictest"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
 

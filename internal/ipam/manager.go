@@ -8,7 +8,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/vnetcni/vnetcni/internal/nic"
+	"github.com/vnetcni/vnetcni/internal/azure/nic"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
 

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnetcni/vnetcni/internal/nic"
-	"github.com/vnetcni/vnetcni/internal/nic/nictest"
+	"github.com/vnetcni/vnetcni/internal/azure/nic"
+	"github.com/vnetcni/vnetcni/internal/azure/nic/nictest"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
 

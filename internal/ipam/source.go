@@ -11,11 +11,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vnetcni/vnetcni/internal/imds"
+	"github.com/vnetcni/vnetcni/internal/azure/imds"
+	"github.com/vnetcni/vnetcni/internal/azure/nic"
+	"github.com/vnetcni/vnetcni/internal/azure/wireserver"
 	"github.com/vnetcni/vnetcni/internal/netconf"
-	"github.com/vnetcni/vnetcni/internal/nic"
 	"github.com/vnetcni/vnetcni/internal/store"
-	"github.com/vnetcni/vnetcni/internal/wireserver"
 )
 
 // Source reads a VM's interfaces and their IP configurations.

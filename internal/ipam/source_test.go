@@ -11,9 +11,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/vnetcni/vnetcni/internal/azure/nic"
+	"github.com/vnetcni/vnetcni/internal/azure/nic/nictest"
 	"github.com/vnetcni/vnetcni/internal/netconf"
-	"github.com/vnetcni/vnetcni/internal/nic"
-	"github.com/vnetcni/vnetcni/internal/nic/nictest"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
 

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vnetcni/vnetcni/internal/azure/nic"
 	"github.com/vnetcni/vnetcni/internal/datapath"
-	"github.com/vnetcni/vnetcni/internal/fabric"
-	"github.com/vnetcni/vnetcni/internal/nic"
+	"github.com/vnetcni/vnetcni/lab/fabric"
 )
 
 // TestPoolSources: the pool comes from IMDS, a MAS file, a static list or a

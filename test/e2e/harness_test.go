@@ -23,14 +23,14 @@ import (
 
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
 	"github.com/vnetcni/vnetcni/internal/datapath"
-	"github.com/vnetcni/vnetcni/internal/fabric"
-	"github.com/vnetcni/vnetcni/internal/fabric/fabrictest"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/netns/netnstest"
 	"github.com/vnetcni/vnetcni/internal/nft/nfttest"
-	"github.com/vnetcni/vnetcni/internal/probe"
 	"github.com/vnetcni/vnetcni/internal/store"
-	"github.com/vnetcni/vnetcni/internal/testbin"
+	"github.com/vnetcni/vnetcni/lab/fabric"
+	"github.com/vnetcni/vnetcni/lab/fabric/fabrictest"
+	"github.com/vnetcni/vnetcni/lab/probe"
+	"github.com/vnetcni/vnetcni/lab/testbin"
 )
 
 // binDir holds the plugins under test plus portmap and loopback.

@@ -12,8 +12,8 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/vnetcni/vnetcni/internal/datapath"
-	"github.com/vnetcni/vnetcni/internal/fabric"
-	"github.com/vnetcni/vnetcni/internal/probe"
+	"github.com/vnetcni/vnetcni/lab/fabric"
+	"github.com/vnetcni/vnetcni/lab/probe"
 )
 
 var cniVersions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}

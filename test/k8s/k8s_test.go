@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnetcni/vnetcni/internal/k8slab"
-	"github.com/vnetcni/vnetcni/internal/lab"
 	"github.com/vnetcni/vnetcni/internal/netns"
-	"github.com/vnetcni/vnetcni/internal/testbin"
+	"github.com/vnetcni/vnetcni/lab/k8slab"
+	"github.com/vnetcni/vnetcni/lab/testbin"
+	"github.com/vnetcni/vnetcni/lab/vnetlab"
 )
 
 // EnvK8sBinDir names the Kubernetes binaries (scripts/k8s-binaries.sh);
@@ -55,9 +55,9 @@ func testCluster(t *testing.T, mode string) {
 	name := "k" + hex.EncodeToString(b)
 	ctx := context.Background()
 	start := time.Now()
-	t.Cleanup(func() { _ = lab.Down(name) })
-	l, err := lab.Up(ctx, lab.UpOptions{Name: name, Definition: []byte(twoNodes), Mode: mode, BinDir: binDir,
-		Executable: filepath.Join(binDir, "vnetctl"), Kubernetes: true, K8sBinDir: k8sBinDir, Progress: testWriter{t}})
+	t.Cleanup(func() { _ = vnetlab.Down(name) })
+	l, err := vnetlab.Up(ctx, vnetlab.UpOptions{Name: name, Definition: []byte(twoNodes), Mode: mode, BinDir: binDir,
+		Executable: filepath.Join(binDir, vnetlab.Binary), Kubernetes: true, K8sBinDir: k8sBinDir, Progress: testWriter{t}})
 	if err != nil {
 		t.Fatalf("lab up --kubernetes: %v", err)
 	}
@@ -97,7 +97,7 @@ func testCluster(t *testing.T, mode string) {
 		t.Fatal(err)
 	}
 
-	m, err := lab.CheckKubernetes(ctx, name)
+	m, err := vnetlab.CheckKubernetes(ctx, name)
 	if err != nil {
 		t.Fatalf("check: %v", err)
 	}
@@ -110,7 +110,7 @@ func testCluster(t *testing.T, mode string) {
 		t.Errorf("only %d checks ran", m.Passed)
 	}
 
-	if err := lab.Down(name); err != nil {
+	if err := vnetlab.Down(name); err != nil {
 		t.Fatalf("down: %v", err)
 	}
 	if left, _ := netns.List(name + "-"); len(left) > 0 {
@@ -126,8 +126,8 @@ func testCluster(t *testing.T, mode string) {
 			}
 		}
 	}
-	if _, err := os.Stat(lab.Dir(name)); err == nil {
-		t.Errorf("down left %s", lab.Dir(name))
+	if _, err := os.Stat(vnetlab.Dir(name)); err == nil {
+		t.Errorf("down left %s", vnetlab.Dir(name))
 	}
 }
 

@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vnetcni/vnetcni/internal/azure/imds"
+	"github.com/vnetcni/vnetcni/internal/azure/nic"
+	"github.com/vnetcni/vnetcni/internal/azure/wireserver"
 	"github.com/vnetcni/vnetcni/internal/datapath"
-	"github.com/vnetcni/vnetcni/internal/fabric"
-	"github.com/vnetcni/vnetcni/internal/imds"
-	"github.com/vnetcni/vnetcni/internal/nic"
 	"github.com/vnetcni/vnetcni/internal/store"
-	"github.com/vnetcni/vnetcni/internal/wireserver"
+	"github.com/vnetcni/vnetcni/lab/fabric"
 )
 
 // badPort is where the misbehaving pool sources listen, on the

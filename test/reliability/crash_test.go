@@ -15,9 +15,9 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/vnetcni/vnetcni/internal/datapath"
-	"github.com/vnetcni/vnetcni/internal/fabric"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/store"
+	"github.com/vnetcni/vnetcni/lab/fabric"
 )
 
 // Environment of the crash test.

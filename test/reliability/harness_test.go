@@ -39,14 +39,14 @@ import (
 
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
 	"github.com/vnetcni/vnetcni/internal/datapath"
-	"github.com/vnetcni/vnetcni/internal/fabric"
-	"github.com/vnetcni/vnetcni/internal/fabric/fabrictest"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/netns/netnstest"
 	"github.com/vnetcni/vnetcni/internal/nft/nfttest"
-	"github.com/vnetcni/vnetcni/internal/probe"
 	"github.com/vnetcni/vnetcni/internal/store"
-	"github.com/vnetcni/vnetcni/internal/testbin"
+	"github.com/vnetcni/vnetcni/lab/fabric"
+	"github.com/vnetcni/vnetcni/lab/fabric/fabrictest"
+	"github.com/vnetcni/vnetcni/lab/probe"
+	"github.com/vnetcni/vnetcni/lab/testbin"
 )
 
 // EnvRun enables the package: the tests take minutes and load the machine,

@@ -13,11 +13,11 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/vnetcni/vnetcni/internal/azure/imds"
 	"github.com/vnetcni/vnetcni/internal/datapath"
-	"github.com/vnetcni/vnetcni/internal/fabric"
-	"github.com/vnetcni/vnetcni/internal/imds"
 	"github.com/vnetcni/vnetcni/internal/netns/netnstest"
-	"github.com/vnetcni/vnetcni/internal/probe"
+	"github.com/vnetcni/vnetcni/lab/fabric"
+	"github.com/vnetcni/vnetcni/lab/probe"
 )
 
 // hostile is a lab where pod a attacks: v is its victim and t a bystander

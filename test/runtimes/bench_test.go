@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnetcni/vnetcni/internal/cri"
 	"github.com/vnetcni/vnetcni/internal/netns"
-	"github.com/vnetcni/vnetcni/internal/runtimes"
+	"github.com/vnetcni/vnetcni/lab/cri"
+	"github.com/vnetcni/vnetcni/lab/runtimes"
 )
 
 // Debian's containernetworking-plugins, the reference.

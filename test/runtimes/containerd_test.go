@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnetcni/vnetcni/internal/cri"
-	"github.com/vnetcni/vnetcni/internal/runtimes"
+	"github.com/vnetcni/vnetcni/lab/cri"
+	"github.com/vnetcni/vnetcni/lab/runtimes"
 )
 
 // TestContainerdCRI runs a containerd with its CRI plugin in two VMs and

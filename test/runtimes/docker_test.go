@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnetcni/vnetcni/internal/runtimes"
+	"github.com/vnetcni/vnetcni/lab/runtimes"
 )
 
 // dockerRun runs scripts/docker-run.sh against a private dockerd, with the

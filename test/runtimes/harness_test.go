@@ -13,13 +13,13 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/vnetcni/vnetcni/internal/datapath"
-	"github.com/vnetcni/vnetcni/internal/fabric"
-	"github.com/vnetcni/vnetcni/internal/lab"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/netns/netnstest"
-	"github.com/vnetcni/vnetcni/internal/probe"
-	"github.com/vnetcni/vnetcni/internal/runtimes"
 	"github.com/vnetcni/vnetcni/internal/store"
+	"github.com/vnetcni/vnetcni/lab/fabric"
+	"github.com/vnetcni/vnetcni/lab/probe"
+	"github.com/vnetcni/vnetcni/lab/runtimes"
+	"github.com/vnetcni/vnetcni/lab/vnetlab"
 )
 
 // The lab's VMs the tests use.
@@ -166,14 +166,14 @@ func mustReach(t *testing.T, aNS string, aIP netip.Addr, bNS string, bIP netip.A
 }
 
 // peerPod attaches a plain lab pod (libcni) on a VM, removed at cleanup.
-func peerPod(t *testing.T, ctx context.Context, vm, name string) lab.Pod {
+func peerPod(t *testing.T, ctx context.Context, vm, name string) vnetlab.Pod {
 	t.Helper()
-	p, err := lab.AddPod(ctx, theLab.Name, vm, name, nil)
+	p, err := vnetlab.AddPod(ctx, theLab.Name, vm, name, nil)
 	if err != nil {
 		t.Fatalf("lab pod %s on %s: %v", name, vm, err)
 	}
 	t.Cleanup(func() {
-		if err := lab.DelPod(context.Background(), theLab.Name, vm, name); err != nil {
+		if err := vnetlab.DelPod(context.Background(), theLab.Name, vm, name); err != nil {
 			t.Errorf("remove lab pod %s: %v", name, err)
 		}
 	})

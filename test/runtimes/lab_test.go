@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnetcni/vnetcni/internal/lab"
+	"github.com/vnetcni/vnetcni/lab/vnetlab"
 )
 
 // TestLabContainerdPod is `vnetctl lab pods add --runtime containerd`: the
@@ -17,17 +17,17 @@ func TestLabContainerdPod(t *testing.T) {
 	dumpLogs(t, vmB)
 	peer := peerPod(t, ctx, vmA, "labpeer")
 	before := vmState(t, vmB)
-	p, err := lab.AddRuntimePod(ctx, theLab.Name, vmB, "crilab", lab.RuntimeContainerd, pauseBin, nil)
+	p, err := vnetlab.AddRuntimePod(ctx, theLab.Name, vmB, "crilab", vnetlab.RuntimeContainerd, pauseBin, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := lab.Load(theLab.Name)
+	l, err := vnetlab.Load(theLab.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var recorded bool
 	for _, x := range l.Pods {
-		recorded = recorded || (x.Name == "crilab" && x.Runtime == lab.RuntimeContainerd && x.ContainerID == p.ContainerID)
+		recorded = recorded || (x.Name == "crilab" && x.Runtime == vnetlab.RuntimeContainerd && x.ContainerID == p.ContainerID)
 	}
 	if !recorded {
 		t.Errorf("lab pods %+v, want crilab recorded as a containerd pod with sandbox %s", l.Pods, p.ContainerID)
@@ -35,7 +35,7 @@ func TestLabContainerdPod(t *testing.T) {
 	assertInPool(t, vmB, p.IP)
 	assertEndpoint(t, vmB, p.ContainerID, "default", "crilab")
 	mustReach(t, p.NetNS, p.IP, peer.NetNS, peer.IP)
-	if err := lab.DelPod(ctx, theLab.Name, vmB, "crilab"); err != nil {
+	if err := vnetlab.DelPod(ctx, theLab.Name, vmB, "crilab"); err != nil {
 		t.Fatal(err)
 	}
 	assertBack(t, vmB, before, p.ContainerID)

@@ -25,20 +25,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnetcni/vnetcni/internal/lab"
-	"github.com/vnetcni/vnetcni/internal/runtimes"
-	"github.com/vnetcni/vnetcni/internal/testbin"
+	"github.com/vnetcni/vnetcni/lab/runtimes"
+	"github.com/vnetcni/vnetcni/lab/testbin"
+	"github.com/vnetcni/vnetcni/lab/vnetlab"
 )
 
 // EnvRun enables the suite.
 const EnvRun = "VNETCNI_RUNTIMES"
 
 var (
-	binDir     string   // the plugins, vnetctl, vnetcni-pause
-	pauseBin   string   // the sandbox image's binary
-	pauseTar   string   // the sandbox image tarball
-	cnitool    string   // cnitool's path
-	theLab     *lab.Lab // the lab every test uses
+	binDir     string       // the plugins, vnetctl, vnetcni-pause
+	pauseBin   string       // the sandbox image's binary
+	pauseTar   string       // the sandbox image tarball
+	cnitool    string       // cnitool's path
+	theLab     *vnetlab.Lab // the lab every test uses
 	repoRoot   string
 	summaryMu  sync.Mutex
 	summaries  = map[string]string{}
@@ -113,18 +113,18 @@ func setup(m *testing.M) (int, error) {
 	name := "rt" + randHex(6)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	l, err := lab.Up(ctx, lab.UpOptions{Name: name, BinDir: binDir, Executable: filepath.Join(binDir, "vnetctl")})
+	l, err := vnetlab.Up(ctx, vnetlab.UpOptions{Name: name, BinDir: binDir, Executable: filepath.Join(binDir, vnetlab.Binary)})
 	if err != nil {
-		_ = lab.Down(name)
+		_ = vnetlab.Down(name)
 		return 1, fmt.Errorf("lab up: %w", err)
 	}
 	theLab = l
 	code := m.Run()
-	if err := lab.Down(name); err != nil {
+	if err := vnetlab.Down(name); err != nil {
 		fmt.Println("runtimes: lab down:", err)
 		code = 1
 	}
-	if left := processesUnder(lab.Dir(name)); len(left) > 0 {
+	if left := processesUnder(vnetlab.Dir(name)); len(left) > 0 {
 		fmt.Println("runtimes: processes left after lab down:", left)
 		code = 1
 	}

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnetcni/vnetcni/internal/runtimes"
 	"github.com/vnetcni/vnetcni/internal/store"
+	"github.com/vnetcni/vnetcni/lab/runtimes"
 )
 
 // TestPodman runs a container with Debian's podman (CNI backend) on the

@@ -1,0 +1,104 @@
+package vnetcni_test
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// module is this repository's Go module path.
+const module = "github.com/vnetcni/vnetcni"
+
+// The product is what a node runs: the plugins, the agent, vnetctl and the
+// packages under internal/. The lab (lab/...) and the test suites (test/...)
+// may import the product; the product never imports them, and links none of
+// the lab's heavy dependencies.
+var (
+	productRoots = []string{module + "/cmd/", module + "/internal/", module + "/conf"}
+	labRoots     = []string{module + "/lab/", module + "/test/"}
+	// forbidden are third-party modules only the lab needs (CRI's gRPC, the
+	// benchmark's charts): a node binary that links them links the lab.
+	forbidden = []string{"google.golang.org/grpc", "k8s.io/cri-api", "gonum.org/"}
+)
+
+type pkg struct {
+	ImportPath string
+	Deps       []string
+}
+
+func hasPrefix(s string, prefixes []string) bool {
+	return slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(s, p) || s == strings.TrimSuffix(p, "/") })
+}
+
+// violations lists, for each product package, the lab packages and
+// forbidden modules among its (non-test) dependencies.
+func violations(pkgs []pkg) []string {
+	var out []string
+	for _, p := range pkgs {
+		if !hasPrefix(p.ImportPath, productRoots) {
+			continue
+		}
+		for _, d := range p.Deps {
+			if hasPrefix(d, labRoots) || hasPrefix(d, forbidden) {
+				out = append(out, p.ImportPath+" -> "+d)
+			}
+		}
+	}
+	return out
+}
+
+func TestProductImportsNoLab(t *testing.T) {
+	out, err := exec.Command("go", "list", "-e", "-json=ImportPath,Deps", "./...").Output()
+	if err != nil {
+		t.Fatalf("go list ./...: %v", err)
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for {
+		var p pkg
+		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("decode go list: %v", err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	var product int
+	for _, p := range pkgs {
+		if hasPrefix(p.ImportPath, productRoots) {
+			product++
+		}
+	}
+	if product < 10 {
+		t.Fatalf("go list found %d product packages in %d; the rule would check nothing", product, len(pkgs))
+	}
+	for _, v := range violations(pkgs) {
+		t.Errorf("product package imports the lab: %s", v)
+	}
+}
+
+// TestViolations: the rule catches a product package that reaches the lab,
+// directly or through a dependency, and a forbidden module; lab packages
+// may import anything.
+func TestViolations(t *testing.T) {
+	pkgs := []pkg{
+		{ImportPath: module + "/cmd/vnetctl", Deps: []string{module + "/internal/cli", module + "/lab/vnetlab"}},
+		{ImportPath: module + "/internal/doctor", Deps: []string{"google.golang.org/grpc/codes"}},
+		{ImportPath: module + "/internal/store", Deps: []string{"encoding/json", module + "/internal/nft"}},
+		{ImportPath: module + "/internal/labels", Deps: []string{module + "/test/e2e"}},
+		{ImportPath: module + "/lab/vnetlab", Deps: []string{module + "/internal/store", "k8s.io/cri-api/pkg/apis"}},
+	}
+	got := violations(pkgs)
+	want := []string{
+		module + "/cmd/vnetctl -> " + module + "/lab/vnetlab",
+		module + "/internal/doctor -> google.golang.org/grpc/codes",
+		module + "/internal/labels -> " + module + "/test/e2e",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("violations() = %q, want %q", got, want)
+	}
+}
