@@ -9,9 +9,10 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 
 	"github.com/vnetcni/vnetcni/internal/cniplugin"
+	"github.com/vnetcni/vnetcni/internal/netconf"
 )
 
-const name = "azure-vnet-ipam"
+const name = netconf.IPAMType
 
 func main() {
 	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "version") {

@@ -287,24 +287,69 @@ func etherTypeNotIPv4OrARP() []expr.Any {
 	}
 }
 
-func (r Rules) addElems(c *nftables.Conn, t *tables, p PodElem) error {
-	if r.Mode == ModeBridge {
-		if err := c.SetAddElements(t.pods, []nftables.SetElement{{Key: nft.IPv4Key(p.IP), Val: p.MAC}}); err != nil {
-			return err
-		}
-		if err := c.SetAddElements(t.podMACs, []nftables.SetElement{{Key: macKey(p)}}); err != nil {
-			return err
-		}
-		return c.SetAddElements(t.brPodIPs, []nftables.SetElement{{Key: ipKey(p)}})
+// set is the set or map of the network's tables an element belongs to.
+func (t *tables) set(e Element) (*nftables.Set, error) {
+	switch e.Family + " " + e.Set {
+	case FamilyBridge + " " + SetPods:
+		return t.pods, nil
+	case FamilyBridge + " " + SetPodMACs:
+		return t.podMACs, nil
+	case FamilyBridge + " " + SetPodIPs:
+		return t.brPodIPs, nil
+	case FamilyIP + " " + SetPodIPs:
+		return t.podsL3, nil
+	case FamilyARP + " " + SetPodIPs:
+		return t.arpIPs, nil
 	}
-	if err := c.SetAddElements(t.podsL3, []nftables.SetElement{{Key: ipKey(p)}}); err != nil {
-		return err
-	}
-	return c.SetAddElements(t.arpIPs, []nftables.SetElement{{Key: ipKey(p)}})
+	return nil, fmt.Errorf("no set %s %s in a network's tables", e.Family, e.Set)
 }
 
-func macKey(p PodElem) []byte { return nft.ConcatKey(nft.IfName(p.HostIf), p.MAC) }
-func ipKey(p PodElem) []byte  { return nft.ConcatKey(nft.IfName(p.HostIf), nft.IPv4Key(p.IP)) }
+// encode is an element as the kernel holds it: pods maps an address to a
+// MAC (the zero MAC when unknown, for deleting by key); pod-macs and
+// pod-ips concatenate a 16-byte interface name with a MAC or an address.
+func encode(e Element) nftables.SetElement {
+	switch e.Set {
+	case SetPods:
+		return nftables.SetElement{Key: nft.IPv4Key(e.IP), Val: orZeroMAC(e.MAC)}
+	case SetPodMACs:
+		return nftables.SetElement{Key: nft.ConcatKey(nft.IfName(e.HostIf), e.MAC)}
+	}
+	return nftables.SetElement{Key: nft.ConcatKey(nft.IfName(e.HostIf), nft.IPv4Key(e.IP))}
+}
+
+// decode reads back what encode wrote.
+func decode(family, set string, se nftables.SetElement) Element {
+	e := Element{Family: family, Set: set}
+	switch set {
+	case SetPods:
+		e.IP, _ = netip.AddrFromSlice(se.Key)
+		e.MAC = net.HardwareAddr(append([]byte(nil), se.Val[:min(6, len(se.Val))]...))
+	case SetPodMACs:
+		if len(se.Key) >= 22 {
+			e.HostIf = strings.TrimRight(string(se.Key[:16]), "\x00")
+			e.MAC = net.HardwareAddr(append([]byte(nil), se.Key[16:22]...))
+		}
+	default:
+		if len(se.Key) >= 20 {
+			e.HostIf = strings.TrimRight(string(se.Key[:16]), "\x00")
+			e.IP, _ = netip.AddrFromSlice(se.Key[16:20])
+		}
+	}
+	return e
+}
+
+func (r Rules) addElems(c *nftables.Conn, t *tables, p PodElem) error {
+	for _, e := range PodElements(r.Mode, p) {
+		set, err := t.set(e)
+		if err != nil {
+			return err
+		}
+		if err := c.SetAddElements(set, []nftables.SetElement{encode(e)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // AddPod adds a pod's elements. A stale element for the same address (left
 // by a crash) is replaced.
@@ -321,7 +366,7 @@ func (r Rules) AddPod(c *nftables.Conn, p PodElem) error {
 		return fmt.Errorf("add pod %s to %s: %w", p.IP, TableName(r.Network), err)
 	}
 	// The address is mapped to another MAC: replace the mapping.
-	if derr := c.SetDeleteElements(t.pods, []nftables.SetElement{{Key: nft.IPv4Key(p.IP)}}); derr != nil {
+	if derr := c.SetDeleteElements(t.pods, []nftables.SetElement{{Key: encode(Element{Set: SetPods, IP: p.IP}).Key}}); derr != nil {
 		return derr
 	}
 	if aerr := r.addElems(c, t, p); aerr != nil {
@@ -341,15 +386,12 @@ func (r Rules) DelPod(c *nftables.Conn, p PodElem) error {
 		nftables.SetElement
 	}
 	var elems []elem
-	if r.Mode == ModeBridge {
-		if p.MAC != nil {
-			elems = append(elems, elem{t.podMACs, nftables.SetElement{Key: macKey(p)}})
+	for _, e := range PodElements(r.Mode, p) {
+		set, err := t.set(e)
+		if err != nil {
+			return err
 		}
-		elems = append(elems, elem{t.brPodIPs, nftables.SetElement{Key: ipKey(p)}},
-			elem{t.pods, nftables.SetElement{Key: nft.IPv4Key(p.IP), Val: orZeroMAC(p.MAC)}})
-	} else {
-		elems = append(elems, elem{t.podsL3, nftables.SetElement{Key: ipKey(p)}},
-			elem{t.arpIPs, nftables.SetElement{Key: ipKey(p)}})
+		elems = append(elems, elem{set, encode(e)})
 	}
 	// Adding then deleting in one transaction succeeds whether or not the
 	// element existed. All elements go in one transaction first, the
@@ -425,9 +467,9 @@ func (r Rules) HasPod(c *nftables.Conn, p PodElem) (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("list %s pods: %w", TableName(r.Network), err)
 		}
-		want := nft.IPv4Key(p.IP)
+		want := encode(Element{Set: SetPods, IP: p.IP})
 		for _, e := range elems {
-			if string(e.Key) == string(want) {
+			if string(e.Key) == string(want.Key) {
 				return string(e.Val) == string(p.MAC), nil
 			}
 		}
@@ -437,9 +479,9 @@ func (r Rules) HasPod(c *nftables.Conn, p PodElem) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("list %s pod sources: %w", TableName(r.Network), err)
 	}
-	want := ipKey(p)
+	want := encode(Element{Set: SetPodIPs, HostIf: p.HostIf, IP: p.IP})
 	for _, e := range elems {
-		if string(e.Key) == string(want) {
+		if string(e.Key) == string(want.Key) {
 			return true, nil
 		}
 	}
@@ -459,9 +501,9 @@ func (r Rules) Pods(c *nftables.Conn) ([]PodElem, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list %s pods: %w", TableName(r.Network), err)
 		}
-		for _, e := range elems {
-			ip, _ := netip.AddrFromSlice(e.Key)
-			out = append(out, PodElem{IP: ip, MAC: net.HardwareAddr(e.Val)})
+		for _, se := range elems {
+			e := decode(FamilyBridge, SetPods, se)
+			out = append(out, PodElem{IP: e.IP, MAC: e.MAC})
 		}
 		return out, nil
 	}
@@ -472,14 +514,68 @@ func (r Rules) Pods(c *nftables.Conn) ([]PodElem, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list %s pod sources: %w", TableName(r.Network), err)
 	}
-	for _, e := range elems {
-		if len(e.Key) < 20 {
-			continue
+	for _, se := range elems {
+		if e := decode(FamilyIP, SetPodIPs, se); e.IP.IsValid() {
+			out = append(out, PodElem{HostIf: e.HostIf, IP: e.IP})
 		}
-		ip, _ := netip.AddrFromSlice(e.Key[16:20])
-		out = append(out, PodElem{HostIf: strings.TrimRight(string(e.Key[:16]), "\x00"), IP: ip})
 	}
 	return out, nil
+}
+
+// Elements lists every pod element in the network's tables, bridge-family
+// ones included in transparent mode (left by an earlier mode). present
+// reports whether the tables the mode needs exist.
+func (r Rules) Elements(c *nftables.Conn) (elems []Element, present bool, err error) {
+	t := r.tables()
+	type family struct {
+		name   string
+		table  *nftables.Table
+		sets   []*nftables.Set
+		needed bool
+	}
+	fams := []family{
+		{FamilyBridge, t.br, []*nftables.Set{t.pods, t.podMACs, t.brPodIPs}, r.Mode == ModeBridge},
+		{FamilyIP, t.ip, []*nftables.Set{t.podsL3}, true},
+	}
+	if r.Mode != ModeBridge {
+		fams = append(fams, family{FamilyARP, t.arp, []*nftables.Set{t.arpIPs}, true})
+	}
+	present = true
+	for _, f := range fams {
+		if _, err := c.ListTableOfFamily(f.table.Name, f.table.Family); err != nil {
+			present = present && !f.needed
+			continue
+		}
+		for _, set := range f.sets {
+			ses, err := c.GetSetElements(set)
+			if isNotFound(err) {
+				continue
+			}
+			if err != nil {
+				return nil, false, fmt.Errorf("list %s %s %s: %w", f.name, f.table.Name, set.Name, err)
+			}
+			for _, se := range ses {
+				elems = append(elems, decode(f.name, set.Name, se))
+			}
+		}
+	}
+	return elems, present, nil
+}
+
+// DeleteElement deletes one element by its key. Equivalent to: nft delete
+// element FAMILY TABLE SET { KEY }.
+func (r Rules) DeleteElement(c *nftables.Conn, e Element) error {
+	set, err := r.tables().set(e)
+	if err != nil {
+		return err
+	}
+	if err := c.SetDeleteElements(set, []nftables.SetElement{{Key: encode(e).Key}}); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("delete %s from %s: %w", e, TableName(r.Network), err)
+	}
+	return nil
 }
 
 // Remove deletes the network's tables.

@@ -177,3 +177,56 @@ func randHex(n int) string {
 	}
 	return string(out)[:n]
 }
+
+// TestElementsReadBack: what AddPod puts in the kernel is exactly what
+// PodElements describes and Elements reads back, in each mode; DeleteElement
+// removes one element and nothing else. The doctor relies on all three.
+func TestElementsReadBack(t *testing.T) {
+	for _, mode := range []string{ModeBridge, ModeTransparent} {
+		t.Run(mode, func(t *testing.T) {
+			name := tempNetNS(t)
+			r := testRules(mode)
+			c := nftConnIn(t, name)
+			if _, present, err := r.Elements(c); err != nil || present {
+				t.Fatalf("Elements before Program = present %v, %v; want absent", present, err)
+			}
+			if err := r.Program(c, false, nil); err != nil {
+				t.Fatal(err)
+			}
+			var want []Element
+			for _, p := range testPods {
+				if err := r.AddPod(c, p); err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, PodElements(mode, p)...)
+			}
+			byID := func(es []Element) map[string]string {
+				m := map[string]string{}
+				for _, e := range es {
+					m[e.ID()] = e.String()
+				}
+				return m
+			}
+			got, present, err := r.Elements(c)
+			if err != nil || !present {
+				t.Fatalf("Elements = present %v, %v; want present", present, err)
+			}
+			if d := cmp.Diff(byID(want), byID(got)); d != "" {
+				t.Errorf("Elements after AddPod (-PodElements +kernel):\n%s", d)
+			}
+			gone := want[0]
+			if err := r.DeleteElement(c, gone); err != nil {
+				t.Fatalf("DeleteElement(%s): %v", gone, err)
+			}
+			got, _, err = r.Elements(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantLeft := byID(want)
+			delete(wantLeft, gone.ID())
+			if d := cmp.Diff(wantLeft, byID(got)); d != "" {
+				t.Errorf("Elements after DeleteElement(%s) (-want +got):\n%s", gone, d)
+			}
+		})
+	}
+}

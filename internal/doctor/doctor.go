@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/vnetcni/vnetcni/internal/datapath"
+	"github.com/vnetcni/vnetcni/internal/netconf"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
 
@@ -106,7 +107,7 @@ type Finding struct {
 	att      *datapath.Attachment // the kernel's attachment (alias)
 	endpoint *store.Endpoint
 	alloc    *store.Allocation
-	elem     *Element
+	elem     *datapath.Element
 	route    *Route
 	file     string
 }
@@ -150,26 +151,7 @@ type Veth struct {
 type Tables struct {
 	Mode    string
 	Present bool
-	Elems   []Element
-}
-
-// Element is one pod element of a network's sets and maps.
-type Element struct {
-	Set    string           // pods, pod-macs, pod-ips
-	Family string           // bridge, ip or arp
-	HostIf string           // pod-macs, pod-ips
-	IP     netip.Addr       // pods, pod-ips
-	MAC    net.HardwareAddr // pods (the value), pod-macs
-}
-
-func (e Element) String() string {
-	switch e.Set {
-	case "pods":
-		return fmt.Sprintf("%s pods %s : %s", e.Family, e.IP, e.MAC)
-	case "pod-macs":
-		return fmt.Sprintf("%s pod-macs %s . %s", e.Family, e.HostIf, e.MAC)
-	}
-	return fmt.Sprintf("%s pod-ips %s . %s", e.Family, e.HostIf, e.IP)
+	Elems   []datapath.Element
 }
 
 // Route is a route through a host veth.
@@ -179,32 +161,6 @@ type Route struct {
 }
 
 func (r Route) String() string { return fmt.Sprintf("%s dev %s", r.Dst, r.Dev) }
-
-// wantElems are the elements a live attachment needs.
-func wantElems(mode, hostIf string, ip netip.Addr, mac net.HardwareAddr) []Element {
-	if mode == datapath.ModeBridge {
-		return []Element{
-			{Set: "pods", Family: "bridge", IP: ip, MAC: mac},
-			{Set: "pod-macs", Family: "bridge", HostIf: hostIf, MAC: mac},
-			{Set: "pod-ips", Family: "bridge", HostIf: hostIf, IP: ip},
-		}
-	}
-	return []Element{
-		{Set: "pod-ips", Family: "ip", HostIf: hostIf, IP: ip},
-		{Set: "pod-ips", Family: "arp", HostIf: hostIf, IP: ip},
-	}
-}
-
-// elemKey identifies an element; the pods map by address alone.
-func elemKey(e Element) string {
-	switch e.Set {
-	case "pods":
-		return e.Family + " pods " + e.IP.String()
-	case "pod-macs":
-		return e.Family + " pod-macs " + e.HostIf + " " + e.MAC.String()
-	}
-	return e.Family + " pod-ips " + e.HostIf + " " + e.IP.String()
-}
 
 // Diagnose compares a snapshot's state, kernel and pool.
 func Diagnose(s *Snapshot) []*Finding {
@@ -293,7 +249,7 @@ func Diagnose(s *Snapshot) []*Finding {
 			add(&Finding{Kind: OutsidePool, Network: a.Network, Subject: a.IP.String(), key: key, alloc: a,
 				Detail: fmt.Sprintf("allocated to %s, but NIC %s no longer has it", key, p.ID)})
 		}
-		if a.Owner == "azure-vnet-ipam" {
+		if a.Owner == netconf.IPAMType {
 			continue // its attachments belong to other plugins
 		}
 		if _, ok := st.Endpoints[key]; ok || claimed[key] {
@@ -304,21 +260,22 @@ func Diagnose(s *Snapshot) []*Finding {
 	}
 
 	// nftables elements and routes of the attachments kept.
-	want := map[string]map[string]Element{} // network -> key -> element
-	wantOwner := map[string]string{}        // network+key -> container interface
+	want := map[string]map[string]datapath.Element{} // network -> ID -> element
+	wantOwner := map[string]string{}                 // network+key -> container interface
 	var wantRoutes []Route
 	liveHostIf := map[string]bool{}
 	for _, l := range keep {
 		liveHostIf[l.hostIf] = true
 		if want[l.net] == nil {
-			want[l.net] = map[string]Element{}
+			want[l.net] = map[string]datapath.Element{}
 		}
-		for _, e := range wantElems(l.mode, l.hostIf, l.ip, l.mac) {
-			want[l.net][elemKey(e)] = e
-			wantOwner[l.net+" "+elemKey(e)] = l.key
+		owned := datapath.Owns(l.mode, datapath.PodElem{HostIf: l.hostIf, MAC: l.mac, IP: l.ip})
+		for _, e := range owned.Elements {
+			want[l.net][e.ID()] = e
+			wantOwner[l.net+" "+e.ID()] = l.key
 		}
-		if l.mode == datapath.ModeTransparent {
-			wantRoutes = append(wantRoutes, Route{Dst: netip.PrefixFrom(l.ip, 32), Dev: l.hostIf})
+		if owned.Route.IsValid() {
+			wantRoutes = append(wantRoutes, Route{Dst: owned.Route, Dev: owned.HostIf})
 		}
 	}
 	for _, network := range sortedKeys(k.Tables) {
@@ -331,15 +288,15 @@ func Diagnose(s *Snapshot) []*Finding {
 			}
 			continue
 		}
-		have := map[string]Element{}
+		have := map[string]datapath.Element{}
 		for _, e := range t.Elems {
-			have[elemKey(e)] = e
+			have[e.ID()] = e
 		}
 		missing := map[string][]string{} // container interface -> elements
 		for _, ek := range sortedKeys(w) {
 			e := w[ek]
 			h, ok := have[ek]
-			if ok && (e.Set != "pods" || h.MAC.String() == e.MAC.String()) {
+			if ok && (e.Set != datapath.SetPods || h.MAC.String() == e.MAC.String()) {
 				continue
 			}
 			owner := wantOwner[network+" "+ek]

@@ -16,9 +16,9 @@ import (
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/vnetcni/vnetcni/internal/attachment"
 	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/ipam"
-	"github.com/vnetcni/vnetcni/internal/nft"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
 
@@ -176,67 +176,13 @@ func (d *Doctor) kernel(st *store.State) (*Kernel, error) {
 	return k, nil
 }
 
-// tables reads a network's pod sets and maps.
+// tables reads a network's pod elements.
 func (d *Doctor) tables(network, mode string) (*Tables, error) {
-	t := &Tables{Mode: mode, Present: true}
-	c := d.Host.NFT
-	type family struct {
-		name   string
-		family nftables.TableFamily
-		sets   []string
+	elems, present, err := datapath.Rules{Network: network, Mode: mode}.Elements(d.Host.NFT)
+	if err != nil {
+		return nil, err
 	}
-	fams := []family{
-		{"bridge", nftables.TableFamilyBridge, []string{"pods", "pod-macs", "pod-ips"}},
-		{"ip", nftables.TableFamilyIPv4, []string{"pod-ips"}},
-	}
-	if mode != datapath.ModeBridge {
-		fams = append(fams, family{"arp", nftables.TableFamilyARP, []string{"pod-ips"}})
-	}
-	for _, f := range fams {
-		tbl, err := c.ListTableOfFamily(datapath.TableName(network), f.family)
-		if err != nil {
-			if f.family != nftables.TableFamilyBridge || mode == datapath.ModeBridge {
-				t.Present = false
-			}
-			continue
-		}
-		for _, name := range f.sets {
-			set, err := c.GetSetByName(tbl, name)
-			if err != nil {
-				continue
-			}
-			elems, err := c.GetSetElements(set)
-			if err != nil {
-				return nil, fmt.Errorf("list %s %s %s: %w", f.name, tbl.Name, name, err)
-			}
-			for _, e := range elems {
-				t.Elems = append(t.Elems, decodeElem(f.name, name, e))
-			}
-		}
-	}
-	return t, nil
-}
-
-// decodeElem reads a pod element: pods is address -> MAC; pod-macs and
-// pod-ips concatenate a 16-byte interface name with a MAC or an address.
-func decodeElem(family, set string, e nftables.SetElement) Element {
-	el := Element{Set: set, Family: family}
-	switch set {
-	case "pods":
-		el.IP, _ = netip.AddrFromSlice(e.Key)
-		el.MAC = net.HardwareAddr(append([]byte(nil), e.Val[:min(6, len(e.Val))]...))
-	case "pod-macs":
-		if len(e.Key) >= 22 {
-			el.HostIf = strings.TrimRight(string(e.Key[:16]), "\x00")
-			el.MAC = net.HardwareAddr(append([]byte(nil), e.Key[16:22]...))
-		}
-	default:
-		if len(e.Key) >= 20 {
-			el.HostIf = strings.TrimRight(string(e.Key[:16]), "\x00")
-			el.IP, _ = netip.AddrFromSlice(e.Key[16:20])
-		}
-	}
-	return el
+	return &Tables{Mode: mode, Present: present, Elems: elems}, nil
 }
 
 // Report is what a run found and what is still wrong after it.
@@ -478,21 +424,13 @@ func (d *Doctor) record(att *datapath.Attachment, rec *store.Endpoint) error {
 				delete(st.Allocations, k)
 			}
 		}
-		now := d.Now().UTC()
-		pool := ""
+		e, alloc := attachment.Record(*att, d.Now().UTC())
 		if n := st.Networks[att.Network]; n != nil && st.Pools[n.Pool] != nil {
-			pool = n.Pool
+			alloc.Pool = n.Pool
 		}
 		if st.Allocations[ip.String()] == nil {
-			st.Allocations[ip.String()] = &store.Allocation{IP: ip, Pool: pool, ContainerID: att.ContainerID, IfName: att.IfName,
-				Network: att.Network, Owner: "azure-vnet", Time: now}
+			st.Allocations[ip.String()] = alloc
 		}
-		gw := ipam.Gateway(att.IP.Masked())
-		if att.Mode == datapath.ModeTransparent {
-			gw = datapath.TransparentGateway
-		}
-		e := &store.Endpoint{ContainerID: att.ContainerID, IfName: att.IfName, Network: att.Network, Mode: att.Mode,
-			HostIfName: att.HostIfName, PodMAC: att.PodMAC.String(), IP: att.IP, Gateway: gw, Created: now}
 		if rec != nil {
 			e.Netns, e.HostMAC, e.PodNamespace, e.PodName, e.Created = rec.Netns, rec.HostMAC, rec.PodNamespace, rec.PodName, rec.Created
 		}
@@ -527,7 +465,7 @@ func (d *Doctor) removeAttachment(hostIf, mode, network string, ip netip.Addr, m
 			errs = append(errs, err)
 		} else {
 			for _, e := range t.Elems {
-				mine := e.HostIf == hostIf || (e.Set == "pods" && !shared && e.IP == ip && mac != nil && e.MAC.String() == mac.String())
+				mine := e.HostIf == hostIf || (e.Set == datapath.SetPods && !shared && e.IP == ip && mac != nil && e.MAC.String() == mac.String())
 				if mine {
 					errs = append(errs, d.deleteElems(network, e))
 				}
@@ -552,36 +490,8 @@ func (d *Doctor) release(key string) error {
 
 // deleteElems deletes one element. Equivalent to: nft delete element
 // FAMILY TABLE SET { KEY }.
-func (d *Doctor) deleteElems(network string, e Element) error {
-	c := d.Host.NFT
-	family := nftables.TableFamilyBridge
-	switch e.Family {
-	case "ip":
-		family = nftables.TableFamilyIPv4
-	case "arp":
-		family = nftables.TableFamilyARP
-	}
-	tbl := &nftables.Table{Name: datapath.TableName(network), Family: family}
-	set, err := c.GetSetByName(tbl, e.Set)
-	if err != nil {
-		return fmt.Errorf("find set %s: %w", e.Set, err)
-	}
-	var key []byte
-	switch e.Set {
-	case "pods":
-		key = nft.IPv4Key(e.IP)
-	case "pod-macs":
-		key = nft.ConcatKey(nft.IfName(e.HostIf), e.MAC)
-	default:
-		key = nft.ConcatKey(nft.IfName(e.HostIf), nft.IPv4Key(e.IP))
-	}
-	if err := c.SetDeleteElements(set, []nftables.SetElement{{Key: key}}); err != nil {
-		return err
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("delete %s: %w", e, err)
-	}
-	return nil
+func (d *Doctor) deleteElems(network string, e datapath.Element) error {
+	return datapath.Rules{Network: network}.DeleteElement(d.Host.NFT, e)
 }
 
 // rebuildState keeps a damaged state file aside and rebuilds the state from
@@ -593,21 +503,7 @@ func (d *Doctor) rebuildState() error {
 		if err != nil {
 			return nil, err
 		}
-		st := store.NewState()
-		now := d.Now().UTC()
-		for _, a := range atts {
-			ip := a.IP.Addr()
-			if _, dup := st.Allocations[ip.String()]; dup {
-				continue
-			}
-			st.Allocations[ip.String()] = &store.Allocation{IP: ip, ContainerID: a.ContainerID, IfName: a.IfName, Network: a.Network, Owner: "azure-vnet", Time: now}
-			gw := ipam.Gateway(a.IP.Masked())
-			if a.Mode == datapath.ModeTransparent {
-				gw = datapath.TransparentGateway
-			}
-			st.Endpoints[store.EndpointKey(a.ContainerID, a.IfName)] = &store.Endpoint{ContainerID: a.ContainerID, IfName: a.IfName,
-				Network: a.Network, Mode: a.Mode, HostIfName: a.HostIfName, PodMAC: a.PodMAC.String(), IP: a.IP, Gateway: gw, Created: now}
-		}
+		st, _ := attachment.Rebuild(atts, d.Now())
 		return st, nil
 	}
 	return s.Update(func(*store.State) error { return nil })

@@ -33,7 +33,7 @@ func TestDiagnoseTable(t *testing.T) {
 	healthyKernel := func() *Kernel {
 		return &Kernel{
 			Veths:  map[string]*Veth{hostIf: {Name: hostIf, Labeled: true, Att: att}},
-			Tables: map[string]*Tables{"azure": {Mode: datapath.ModeBridge, Present: true, Elems: wantElems(datapath.ModeBridge, hostIf, ip, mac)}},
+			Tables: map[string]*Tables{"azure": {Mode: datapath.ModeBridge, Present: true, Elems: datapath.PodElements(datapath.ModeBridge, datapath.PodElem{HostIf: hostIf, IP: ip, MAC: mac})}},
 			Modes:  map[string]string{"azure": datapath.ModeBridge},
 		}
 	}
@@ -47,7 +47,11 @@ func TestDiagnoseTable(t *testing.T) {
 			s.Files = []string{store.FileName, store.LockName, store.FileName + ".damaged-1", store.AttachmentLockName("a", "eth0")}
 		}, []string{}},
 		{"a pods element mapping to another MAC is a missing element, not a stale one", func(s *Snapshot) {
-			s.Kernel.Tables["azure"].Elems[0].MAC = net.HardwareAddr{2, 0, 0, 0, 0, 99}
+			for i, e := range s.Kernel.Tables["azure"].Elems {
+				if e.Set == datapath.SetPods {
+					s.Kernel.Tables["azure"].Elems[i].MAC = net.HardwareAddr{2, 0, 0, 0, 0, 99}
+				}
+			}
 		}, []string{"missing-element a/eth0"}},
 		{"tables gone with live pods", func(s *Snapshot) {
 			s.Kernel.Tables["azure"] = &Tables{Mode: datapath.ModeBridge}

@@ -16,6 +16,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/vnetcni/vnetcni/internal/netconf"
 )
 
 // Default directories of a node, as kubelet and containerd expect them.
@@ -27,7 +29,7 @@ const (
 // Binaries are installed into the bin directory: the plugins and the
 // reference plugins the conflist chains (portmap) or runtimes need
 // (loopback).
-var Binaries = []string{"azure-vnet", "azure-vnet-ipam", "portmap", "loopback"}
+var Binaries = []string{netconf.PluginType, netconf.IPAMType, "portmap", "loopback"}
 
 // Options configure Install.
 type Options struct {
@@ -174,7 +176,7 @@ func writeAtomic(dst string, data []byte, mode fs.FileMode) error {
 // and returns azure-vnet's answer, e.g. "CNI plugin azure-vnet v1.2.3".
 func Verify(binDir string) (string, error) {
 	var first string
-	for _, b := range []string{"azure-vnet", "azure-vnet-ipam"} {
+	for _, b := range []string{netconf.PluginType, netconf.IPAMType} {
 		out, err := exec.Command(filepath.Join(binDir, b), "--version").CombinedOutput()
 		if err != nil {
 			return "", fmt.Errorf("verify %s: %w: %s", filepath.Join(binDir, b), err, bytes.TrimSpace(out))

@@ -31,8 +31,12 @@ const (
 	EnvStatic = "static"
 )
 
-// IPAMType is the only IPAM plugin azure-vnet works with.
-const IPAMType = "azure-vnet-ipam"
+// The plugins' types: the conflist's "type" of the main plugin, and the
+// only IPAM plugin azure-vnet works with. They are also the binaries' names.
+const (
+	PluginType = "azure-vnet"
+	IPAMType   = "azure-vnet-ipam"
+)
 
 // WireserverIP is Azure's host address: DNS, wireserver, health probes.
 var WireserverIP = netip.MustParseAddr("168.63.129.16")

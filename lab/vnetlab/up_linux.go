@@ -21,6 +21,7 @@ import (
 	"github.com/vnetcni/vnetcni/conf"
 	"github.com/vnetcni/vnetcni/internal/azure/wireserver"
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
+	"github.com/vnetcni/vnetcni/internal/install"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/store"
 	"github.com/vnetcni/vnetcni/lab/fabric"
@@ -28,9 +29,6 @@ import (
 	"github.com/vnetcni/vnetcni/lab/plan"
 	"github.com/vnetcni/vnetcni/lab/probe"
 )
-
-// Binaries every VM needs in its CNI bin directory.
-var Binaries = []string{"azure-vnet", "azure-vnet-ipam", "portmap", "loopback"}
 
 // UpOptions configure Up.
 type UpOptions struct {
@@ -176,7 +174,7 @@ func stepper(w io.Writer) func(string) func(string) {
 
 func checkBinaries(dir string) error {
 	var missing []string
-	for _, b := range Binaries {
+	for _, b := range install.Binaries {
 		if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.Mode()&0o111 == 0 {
 			missing = append(missing, b)
 		}
@@ -200,7 +198,7 @@ func (l *Lab) installVM(vm, binDir string) error {
 	if err != nil {
 		return err
 	}
-	for _, b := range Binaries {
+	for _, b := range install.Binaries {
 		link := filepath.Join(d, "bin", b)
 		_ = os.Remove(link)
 		if err := os.Symlink(filepath.Join(abs, b), link); err != nil {
