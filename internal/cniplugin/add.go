@@ -11,13 +11,12 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/ipam"
 	"github.com/vnetcni/vnetcni/internal/netconf"
+	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
 
@@ -265,19 +264,14 @@ func checkRecordable(network, containerID string) error {
 }
 
 // checkIfName verifies CNI_IFNAME is free in the pod.
-func checkIfName(netns, ifName string) error {
-	ns, err := vnetns.GetFromPath(netns)
+func checkIfName(podNetNS, ifName string) error {
+	h, err := netns.Netlink(podNetNS)
 	if err != nil {
-		return withKind(errNetNS, fmt.Errorf("CNI_NETNS %s: %w", netns, err))
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return withKind(errNetNS, fmt.Errorf("CNI_NETNS %s: %w", netns, err))
+		return withKind(errNetNS, fmt.Errorf("CNI_NETNS %s: %w", podNetNS, err))
 	}
 	defer h.Close()
 	if _, err := h.LinkByName(ifName); err == nil {
-		return withKind(errArgs, fmt.Errorf("CNI_IFNAME %s already exists in the pod's namespace %s", ifName, netns))
+		return withKind(errArgs, fmt.Errorf("CNI_IFNAME %s already exists in the pod's namespace %s", ifName, podNetNS))
 	}
 	return nil
 }

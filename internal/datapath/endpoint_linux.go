@@ -14,6 +14,8 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/vnetcni/vnetcni/internal/netns"
 )
 
 // Endpoint is one pod interface.
@@ -40,6 +42,8 @@ type Host struct {
 	// the step's name ("veth", "pod", "link", "nft"), so a caller can time
 	// the steps (the plugin's AZURE_VNET_TRACE phases).
 	Mark func(step string)
+
+	close func() // NewHostAt's namespace file
 }
 
 func (h *Host) mark(step string) {
@@ -62,8 +66,38 @@ func NewHost() (*Host, error) {
 	return &Host{Netlink: h, NFT: c, Sysctl: WriteSysctl}, nil
 }
 
+// NewHostAt returns a Host for the network namespace at path.
+func NewHostAt(path string) (*Host, error) {
+	ns, err := vnetns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", path, err)
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		return nil, fmt.Errorf("open netlink in netns %s: %w", path, err)
+	}
+	// nftables opens a socket per transaction, in the namespace of this
+	// file descriptor: it stays open until Close.
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		h.Close()
+		ns.Close()
+		return nil, fmt.Errorf("open nftables in netns %s: %w", path, err)
+	}
+	sysctl := func(key, value string) error {
+		return netns.DoPath(path, func() error { return WriteSysctl(key, value) })
+	}
+	return &Host{Netlink: h, NFT: c, Sysctl: sysctl, close: func() { ns.Close() }}, nil
+}
+
 // Close releases the host's handles.
-func (h *Host) Close() { h.Netlink.Close() }
+func (h *Host) Close() {
+	h.Netlink.Close()
+	if h.close != nil {
+		h.close()
+	}
+}
 
 // WriteSysctl writes a networking sysctl of the calling thread's namespace,
 // e.g. WriteSysctl("net/ipv4/ip_forward", "1").
@@ -79,16 +113,11 @@ func WriteSysctl(path, value string) error {
 }
 
 func podHandle(path string) (*netlink.Handle, func(), error) {
-	ns, err := vnetns.GetFromPath(path)
+	h, err := netns.Netlink(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open netns %s: %w", path, err)
+		return nil, nil, err
 	}
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		ns.Close()
-		return nil, nil, fmt.Errorf("open netlink in netns %s: %w", path, err)
-	}
-	return h, func() { h.Close(); ns.Close() }, nil
+	return h, h.Close, nil
 }
 
 // Add builds the endpoint: a veth pair whose pod end is configured with the

@@ -11,9 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/vnetcni/vnetcni/internal/attachment"
@@ -43,23 +41,11 @@ func Open(stateDir, netnsPath string) (*Doctor, error) {
 		d.Host, d.close = h, h.Close
 		return d, nil
 	}
-	ns, err := vnetns.GetFromPath(netnsPath)
+	h, err := datapath.NewHostAt(netnsPath)
 	if err != nil {
-		return nil, fmt.Errorf("open netns %s: %w", netnsPath, err)
+		return nil, err
 	}
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		ns.Close()
-		return nil, fmt.Errorf("open netlink in netns %s: %w", netnsPath, err)
-	}
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
-	if err != nil {
-		h.Close()
-		ns.Close()
-		return nil, fmt.Errorf("open nftables in netns %s: %w", netnsPath, err)
-	}
-	d.Host = &datapath.Host{Netlink: h, NFT: c}
-	d.close = func() { h.Close(); ns.Close() }
+	d.Host, d.close = h, h.Close
 	return d, nil
 }
 

@@ -10,6 +10,8 @@ import (
 	"runtime"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -123,4 +125,20 @@ func Do(name string, fn func() error) error {
 // DoPath runs fn inside the namespace at path.
 func DoPath(path string, fn func() error) error {
 	return ns.WithNetNSPath(path, func(ns.NetNS) error { return fn() })
+}
+
+// Netlink returns a netlink handle whose sockets live in the network
+// namespace at path; the namespace file is not needed after it is made.
+// Equivalent to: ip -n NAME ...
+func Netlink(path string) (*netlink.Handle, error) {
+	ns, err := vnetns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("open netlink in netns %s: %w", path, err)
+	}
+	return h, nil
 }

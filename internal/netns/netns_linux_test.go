@@ -95,3 +95,34 @@ func TestCreateRejectsBadNames(t *testing.T) {
 		}
 	}
 }
+
+// TestNetlink: the handle works in the namespace, not the caller's: a link
+// made through it is seen there and not here.
+func TestNetlink(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	name := uniqueName(t)
+	if err := Create(name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = Delete(name) })
+	h, err := Netlink(Path(name))
+	if err != nil {
+		t.Fatalf("Netlink(%s): %v", Path(name), err)
+	}
+	defer h.Close()
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+	if err := h.LinkAdd(br); err != nil {
+		t.Fatalf("add bridge %s through the handle: %v", name, err)
+	}
+	if _, err := h.LinkByName(name); err != nil {
+		t.Errorf("bridge %s not in the namespace: %v", name, err)
+	}
+	if _, err := netlink.LinkByName(name); err == nil {
+		t.Errorf("bridge %s appeared in the caller's namespace", name)
+	}
+	if _, err := Netlink("/nonexistent/netns"); err == nil {
+		t.Error("Netlink of a missing path: no error")
+	}
+}

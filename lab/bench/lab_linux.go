@@ -15,8 +15,6 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/store"
@@ -150,14 +148,9 @@ func (l *lab) podNS(name string) (string, error) {
 	if err := netns.Create(n); err != nil {
 		return "", err
 	}
-	fd, err := vnetns.GetFromPath(netns.Path(n))
+	h, err := netns.Netlink(netns.Path(n))
 	if err != nil {
-		return "", fmt.Errorf("open netns %s: %w", n, err)
-	}
-	defer fd.Close()
-	h, err := netlink.NewHandleAt(fd)
-	if err != nil {
-		return "", fmt.Errorf("open netlink in netns %s: %w", n, err)
+		return "", err
 	}
 	defer h.Close()
 	lo, err := h.LinkByName("lo")

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 
 	"github.com/vnetcni/vnetcni/internal/netns"
 )
@@ -21,14 +20,7 @@ func Handle(t testing.TB, name string) *netlink.Handle {
 // HandleAt is Handle for the namespace mounted at path.
 func HandleAt(t testing.TB, path string) *netlink.Handle {
 	t.Helper()
-	nsh, err := vnetns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The handle's sockets are opened in the namespace now; the
-	// namespace file is not needed after.
-	defer nsh.Close()
-	h, err := netlink.NewHandleAt(nsh)
+	h, err := netns.Netlink(path)
 	if err != nil {
 		t.Fatal(err)
 	}
