@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -16,7 +15,6 @@ import (
 	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/ipam"
 	"github.com/vnetcni/vnetcni/internal/netconf"
-	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
 
@@ -29,20 +27,19 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := checkNetNS(args.Netns); err != nil {
+	n, err := p.openNode(conf)
+	if err != nil {
+		return err
+	}
+	defer n.close()
+	if err := n.k.CheckNetNS(args.Netns); err != nil {
 		return err
 	}
 	if err := checkRecordable(conf.Name, args.ContainerID); err != nil {
 		return err
 	}
 	tr.mark("config")
-
-	n, err := p.openNode(conf)
-	if err != nil {
-		return err
-	}
-	defer n.close()
-	n.host.Mark = tr.mark // split the kernel phase into the datapath's steps
+	n.k.SetMark(tr.mark) // split the kernel phase into the datapath's steps
 	// A DEL or another ADD of this container interface waits until this
 	// ADD has built (or undone) everything; a failed ADD leaves nothing.
 	unlock, err := n.store.LockAttachment(args.ContainerID, args.IfName)
@@ -58,13 +55,13 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 		// ADD again without DEL: an intact attachment is the answer; what
 		// an interrupted or superseded one left is removed and rebuilt.
 		if ep, err := n.intact(st, rec, args.Netns); err == nil {
-			return types.PrintResult(result(conf, ep, nil), conf.CNIVersion)
+			return p.print(result(conf, ep, nil), conf.CNIVersion)
 		}
 		if err := n.teardown(st, args.ContainerID, args.IfName); err != nil {
 			return fmt.Errorf("remove the earlier attachment of %s/%s: %w", args.ContainerID, args.IfName, err)
 		}
 	}
-	if err := checkIfName(args.Netns, args.IfName); err != nil {
+	if err := n.k.IfNameFree(args.Netns, args.IfName); err != nil {
 		return err
 	}
 	if err := n.resolveMaster(st); err != nil {
@@ -73,14 +70,9 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 	tr.mark("state")
 
 	mgr := n.manager()
-	ctx := context.Background()
-	// The state just read usually holds a fresh pool with free addresses:
-	// use it instead of reading and decoding the file again.
-	pool := st.Pools[mgr.PoolID()]
-	if damaged || ipam.Stale(pool, mgr.MaxAge, p.Now()) || len(ipam.Free(st, pool)) == 0 {
-		if pool, err = mgr.Pool(ctx); err != nil {
-			return withKind(errSource, err)
-		}
+	pool, err := n.pool(mgr, st, damaged)
+	if err != nil {
+		return err
 	}
 	tr.mark("pool")
 
@@ -89,55 +81,12 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 		return err
 	}
 	tr.mark("network")
-	// An address the datapath still gives a pod is never handed out again,
-	// even if the state (restored from an old copy, say) has it free.
-	held, err := rules.Pods(n.host.NFT)
-	if err != nil {
+	if err := n.avoidHeld(mgr, rules, st, damaged); err != nil {
 		return err
 	}
-	mgr.Avoid = map[netip.Addr]bool{}
-	var unrecorded []string
-	for _, e := range held {
-		mgr.Avoid[e.IP] = true
-		if _, ok := st.Allocations[e.IP.String()]; !ok && !damaged {
-			unrecorded = append(unrecorded, e.IP.String())
-		}
-	}
-	if len(unrecorded) > 0 {
-		p.Log.Warn("pods hold addresses the state does not record; they are not handed out (vnetctl doctor --fix records them)", "addresses", unrecorded)
-	}
-
-	ep := &datapath.Endpoint{
-		Attachment: datapath.Attachment{Mode: conf.Mode, ContainerID: args.ContainerID, IfName: args.IfName, Network: conf.Name, PodMAC: datapath.RandomMAC()},
-		Mode:       conf.Mode,
-		Netns:      args.Netns,
-		HostIf:     datapath.HostIfName(args.ContainerID, args.IfName),
-		HostMAC:    hostMAC(conf.Mode),
-		Bridge:     n.bridge,
-		MTU:        n.master.Attrs().MTU,
-	}
-	owner := ipam.Owner{ContainerID: args.ContainerID, IfName: args.IfName, Network: conf.Name, Plugin: p.Name}
-	// The allocation and the endpoint about to be built are written in one
-	// atomic update: after a crash, DEL and GC find everything to undo.
-	ip, pool, err := mgr.Allocate(ctx, owner, func(st *store.State, pool *store.Pool, ip netip.Addr) error {
-		ep.IP = netip.PrefixFrom(ip, pool.Subnet.Bits())
-		ep.Gateway = pool.Gateway
-		if conf.Mode == netconf.ModeTransparent {
-			ep.Gateway = datapath.TransparentGateway
-		}
-		st.Endpoints[store.EndpointKey(args.ContainerID, args.IfName)] = &store.Endpoint{
-			ContainerID: args.ContainerID, IfName: args.IfName, Network: conf.Name, Mode: conf.Mode,
-			Netns: args.Netns, HostIfName: ep.HostIf, HostMAC: ep.HostMAC.String(), PodMAC: ep.PodMAC.String(),
-			IP: ep.IP, Gateway: ep.Gateway, PodNamespace: pa.Namespace, PodName: pa.Name,
-			Created: p.Now().UTC(),
-		}
-		return nil
-	})
+	ep := n.newEndpoint(args)
+	ip, pool, err := n.allocate(mgr, ep, args.Netns, pa)
 	if err != nil {
-		var ex *ipam.ExhaustedError
-		if !errors.As(err, &ex) && !errors.Is(err, store.ErrLockTimeout) {
-			err = withKind(errSource, err)
-		}
 		return err
 	}
 	tr.mark("ipam")
@@ -155,7 +104,7 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 		}
 	}()
 
-	if err := n.host.Add(ep, rules); err != nil {
+	if err := n.k.Add(ep, rules); err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EBADF) {
 			return withKind(errNetNS, err)
 		}
@@ -163,8 +112,85 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 	}
 	tr.mark("kernel")
 
-	res := result(conf, ep, pool)
-	return types.PrintResult(res, conf.CNIVersion)
+	return p.print(result(conf, ep, pool), conf.CNIVersion)
+}
+
+// pool is the network's pool: the state just read usually holds it fresh
+// and with free addresses, which spares reading and decoding the file
+// again; otherwise the manager refreshes it from its source.
+func (n *node) pool(mgr *ipam.Manager, st *store.State, damaged bool) (*store.Pool, error) {
+	pool := st.Pools[mgr.PoolID()]
+	if damaged || ipam.Stale(pool, mgr.MaxAge, n.p.Now()) || len(ipam.Free(st, pool)) == 0 {
+		var err error
+		if pool, err = mgr.Pool(context.Background()); err != nil {
+			return nil, withKind(errSource, err)
+		}
+	}
+	return pool, nil
+}
+
+// avoidHeld keeps the allocator off every address the datapath still gives
+// a pod, even if the state (restored from an old copy, say) has it free.
+func (n *node) avoidHeld(mgr *ipam.Manager, rules datapath.Rules, st *store.State, damaged bool) error {
+	held, err := n.k.HeldPods(rules)
+	if err != nil {
+		return err
+	}
+	mgr.Avoid = map[netip.Addr]bool{}
+	var unrecorded []string
+	for _, e := range held {
+		mgr.Avoid[e.IP] = true
+		if _, ok := st.Allocations[e.IP.String()]; !ok && !damaged {
+			unrecorded = append(unrecorded, e.IP.String())
+		}
+	}
+	if len(unrecorded) > 0 {
+		n.p.Log.Warn("pods hold addresses the state does not record; they are not handed out (vnetctl doctor --fix records them)", "addresses", unrecorded)
+	}
+	return nil
+}
+
+// newEndpoint is the attachment about to be built, before its address.
+func (n *node) newEndpoint(args *skel.CmdArgs) *datapath.Endpoint {
+	conf := n.conf
+	return &datapath.Endpoint{
+		Attachment: datapath.Attachment{Mode: conf.Mode, ContainerID: args.ContainerID, IfName: args.IfName, Network: conf.Name, PodMAC: datapath.RandomMAC()},
+		Mode:       conf.Mode,
+		Netns:      args.Netns,
+		HostIf:     datapath.HostIfName(args.ContainerID, args.IfName),
+		HostMAC:    hostMAC(conf.Mode),
+		Bridge:     n.bridge,
+		MTU:        n.master.Attrs().MTU,
+	}
+}
+
+// allocate takes an address for ep and records the endpoint about to be
+// built with it, in one atomic update: after a crash, DEL and GC find
+// everything to undo.
+func (n *node) allocate(mgr *ipam.Manager, ep *datapath.Endpoint, netns string, pa podArgs) (netip.Addr, *store.Pool, error) {
+	conf := n.conf
+	owner := ipam.Owner{ContainerID: ep.ContainerID, IfName: ep.IfName, Network: conf.Name, Plugin: n.p.Name}
+	ip, pool, err := mgr.Allocate(context.Background(), owner, func(st *store.State, pool *store.Pool, ip netip.Addr) error {
+		ep.IP = netip.PrefixFrom(ip, pool.Subnet.Bits())
+		ep.Gateway = pool.Gateway
+		if conf.Mode == netconf.ModeTransparent {
+			ep.Gateway = datapath.TransparentGateway
+		}
+		st.Endpoints[store.EndpointKey(ep.ContainerID, ep.IfName)] = &store.Endpoint{
+			ContainerID: ep.ContainerID, IfName: ep.IfName, Network: conf.Name, Mode: conf.Mode,
+			Netns: netns, HostIfName: ep.HostIf, HostMAC: ep.HostMAC.String(), PodMAC: ep.PodMAC.String(),
+			IP: ep.IP, Gateway: ep.Gateway, PodNamespace: pa.Namespace, PodName: pa.Name,
+			Created: n.p.Now().UTC(),
+		}
+		return nil
+	})
+	if err != nil {
+		var ex *ipam.ExhaustedError
+		if !errors.As(err, &ex) && !errors.Is(err, store.ErrLockTimeout) {
+			err = withKind(errSource, err)
+		}
+	}
+	return ip, pool, err
 }
 
 // intact returns the recorded endpoint if the kernel holds it as built, in
@@ -176,7 +202,7 @@ func (n *node) intact(st *store.State, rec *store.Endpoint, netns string) (*data
 	ep := endpointOf(st, rec)
 	ep.Netns = netns
 	ep.HostMAC, _ = net.ParseMAC(rec.HostMAC)
-	if err := n.host.Check(ep, delRules(n.conf.Name, rec.Mode)); err != nil {
+	if err := n.k.Check(ep, delRules(n.conf.Name, rec.Mode)); err != nil {
 		return nil, err
 	}
 	return ep, nil
@@ -219,29 +245,6 @@ func result(conf *netconf.NetConf, ep *datapath.Endpoint, pool *store.Pool) *cur
 	}
 }
 
-// checkNetNS verifies CNI_NETNS names a network namespace, and not the
-// plugin's own, before anything is allocated for it.
-func checkNetNS(path string) error {
-	if path == "" {
-		return withKind(errNetNS, fmt.Errorf("CNI_NETNS is empty"))
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return withKind(errNetNS, fmt.Errorf("CNI_NETNS %s: %w", path, err))
-	}
-	defer f.Close()
-	// Any namespace file passes a file-system check; only this tells a
-	// network namespace from a mount namespace.
-	if t, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE); err != nil || t != unix.CLONE_NEWNET {
-		return withKind(errNetNS, fmt.Errorf("CNI_NETNS %s is not a network namespace", path))
-	}
-	var pod, own unix.Stat_t
-	if unix.Fstat(int(f.Fd()), &pod) == nil && unix.Stat("/proc/self/ns/net", &own) == nil && pod.Dev == own.Dev && pod.Ino == own.Ino {
-		return withKind(errNetNS, fmt.Errorf("CNI_NETNS %s is the plugin's own network namespace, not a pod's", path))
-	}
-	return nil
-}
-
 // Limits that keep an attachment recordable in its host veth's alias,
 // which the kernel caps at 255 bytes: "azure-vnet MODE NETWORK CONTAINER
 // IFNAME ADDRESS/BITS MAC" (62 bytes with the longest mode, interface
@@ -264,18 +267,6 @@ func checkRecordable(network, containerID string) error {
 }
 
 // checkIfName verifies CNI_IFNAME is free in the pod.
-func checkIfName(podNetNS, ifName string) error {
-	h, err := netns.Netlink(podNetNS)
-	if err != nil {
-		return withKind(errNetNS, fmt.Errorf("CNI_NETNS %s: %w", podNetNS, err))
-	}
-	defer h.Close()
-	if _, err := h.LinkByName(ifName); err == nil {
-		return withKind(errArgs, fmt.Errorf("CNI_IFNAME %s already exists in the pod's namespace %s", ifName, podNetNS))
-	}
-	return nil
-}
-
 // hostMAC is the host veth's MAC: fixed in transparent mode, where the pod
 // has a static neighbour entry for it; random otherwise.
 func hostMAC(mode string) net.HardwareAddr {

@@ -31,14 +31,14 @@ func (p *Plugin) check(args *skel.CmdArgs, tr *tracer) error {
 	if err != nil {
 		return &netconf.FieldError{Field: "prevResult", Problem: err.Error()}
 	}
-	if err := checkNetNS(args.Netns); err != nil {
-		return err
-	}
 	n, err := p.openNode(conf)
 	if err != nil {
 		return err
 	}
 	defer n.close()
+	if err := n.k.CheckNetNS(args.Netns); err != nil {
+		return err
+	}
 	st, err := n.store.Read()
 	if err != nil {
 		return err
@@ -71,7 +71,7 @@ func (p *Plugin) check(args *skel.CmdArgs, tr *tracer) error {
 	}
 	ep := endpointOf(st, rec)
 	ep.Netns = args.Netns
-	return n.host.Check(ep, delRules(conf.Name, rec.Mode))
+	return n.k.Check(ep, delRules(conf.Name, rec.Mode))
 }
 
 func prefixOfIPNet(n net.IPNet) (netip.Prefix, bool) {

@@ -30,7 +30,7 @@ func (p *Plugin) del(args *skel.CmdArgs, tr *tracer) error {
 		return err
 	}
 	defer n.close()
-	n.host.Mark = tr.mark // split the kernel phase into the datapath's steps
+	n.k.SetMark(tr.mark) // split the kernel phase into the datapath's steps
 	// Waits for an ADD of the same container interface still running.
 	unlock, err := n.store.LockAttachment(args.ContainerID, args.IfName)
 	if err != nil {
@@ -77,13 +77,11 @@ func (n *node) teardown(st *store.State, containerID, ifName string) error {
 	if !ep.IP.IsValid() {
 		// Nothing recorded: the kernel may still remember (state rebuilt or
 		// written by a crashed ADD before it recorded anything).
-		if l, err := n.host.Netlink.LinkByName(ep.HostIf); err == nil {
-			if a, err := datapath.ParseAlias(l.Attrs().Alias); err == nil {
-				ep.IP, ep.PodMAC = a.IP, a.PodMAC
-			}
+		if a, err := datapath.ParseAlias(n.k.Alias(ep.HostIf)); err == nil {
+			ep.IP, ep.PodMAC = a.IP, a.PodMAC
 		}
 	}
-	return n.host.Del(ep, delRules(n.conf.Name, ep.Mode))
+	return n.k.Del(ep, delRules(n.conf.Name, ep.Mode))
 }
 
 // validAttachments returns GC's cni.dev/valid-attachments. libcni sends the
@@ -138,7 +136,7 @@ func (p *Plugin) gc(args *skel.CmdArgs, tr *tracer) error {
 			stale[types.GCAttachment{ContainerID: a.ContainerID, IfName: a.IfName}] = true
 		}
 	}
-	atts, err := n.host.Attachments()
+	atts, err := n.k.Attachments()
 	if err != nil {
 		return err
 	}

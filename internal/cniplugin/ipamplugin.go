@@ -78,7 +78,7 @@ func (p *Plugin) ipamAdd(args *skel.CmdArgs, tr *tracer) error {
 	if len(res.DNS.Nameservers) == 0 {
 		res.DNS.Nameservers = []string{netconf.WireserverIP.String()}
 	}
-	return types.PrintResult(res, n.conf.CNIVersion)
+	return p.print(res, n.conf.CNIVersion)
 }
 
 func (p *Plugin) ipamDel(args *skel.CmdArgs, tr *tracer) error {

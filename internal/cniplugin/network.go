@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/ipam"
@@ -25,18 +23,18 @@ const networkLock = "network.lock"
 type node struct {
 	p      *Plugin
 	conf   *netconf.NetConf
-	host   *datapath.Host
+	k      kernel
 	store  *store.Store
 	master netlink.Link
 	bridge string
 }
 
 func (p *Plugin) openNode(conf *netconf.NetConf) (*node, error) {
-	host, err := datapath.NewHost()
+	k, err := p.openKernel()
 	if err != nil {
 		return nil, err
 	}
-	n := &node{p: p, conf: conf, host: host, store: store.New(p.StateDir)}
+	n := &node{p: p, conf: conf, k: k, store: store.New(p.StateDir)}
 	n.store.Rebuild = n.rebuild
 	n.store.OnRecover = func(cause error, saved string) {
 		p.Log.Warn("state file damaged; rebuilt from the kernel", "cause", cause, "savedAs", saved)
@@ -45,7 +43,7 @@ func (p *Plugin) openNode(conf *netconf.NetConf) (*node, error) {
 	return n, nil
 }
 
-func (n *node) close() { n.host.Close() }
+func (n *node) close() { n.k.Close() }
 
 // readState reads the node's state without locking. A damaged file reads as
 // an empty state (and damaged true): the next update rebuilds it from the
@@ -68,24 +66,17 @@ func (n *node) resolveMaster(st *store.State) error {
 			name = rec.Master
 		}
 	}
-	h := n.host.Netlink
-	if name != "" {
-		l, err := h.LinkByName(name)
-		var lnf netlink.LinkNotFoundError
-		if errors.As(err, &lnf) && n.conf.Master != "" {
-			return &netconf.FieldError{Field: "master", Value: name, Problem: "no such interface on the node"}
-		}
-		if err != nil {
-			return fmt.Errorf("find master interface %s: %w", name, err)
-		}
-		n.master = l
-	} else {
-		l, err := defaultRouteLink(h)
-		if err != nil {
-			return err
-		}
-		n.master = l
+	l, err := n.k.Link(name)
+	var lnf netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &lnf) && n.conf.Master != "":
+		return &netconf.FieldError{Field: "master", Value: name, Problem: "no such interface on the node"}
+	case err != nil && name != "":
+		return fmt.Errorf("find master interface %s: %w", name, err)
+	case err != nil:
+		return err
 	}
+	n.master = l
 	n.bridge = n.conf.Bridge
 	if n.bridge == "" {
 		if rec, ok := st.Networks[n.conf.Name]; ok && rec.Bridge != "" {
@@ -95,37 +86,6 @@ func (n *node) resolveMaster(st *store.State) error {
 		}
 	}
 	return nil
-}
-
-func defaultRouteLink(h *netlink.Handle) (netlink.Link, error) {
-	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, fmt.Errorf("list routes: %w", err)
-	}
-	for _, r := range routes {
-		if r.Dst != nil && !r.Dst.IP.IsUnspecified() {
-			continue
-		}
-		l, err := h.LinkByIndex(r.LinkIndex)
-		if err != nil {
-			return nil, fmt.Errorf("find default route interface: %w", err)
-		}
-		if l.Type() != "bridge" {
-			return l, nil
-		}
-		// Bridge mode moved the route: the NIC is the port with the bridge's MAC.
-		links, err := h.LinkList()
-		if err != nil {
-			return nil, fmt.Errorf("list links: %w", err)
-		}
-		for _, p := range links {
-			if p.Attrs().MasterIndex == l.Attrs().Index && p.Attrs().HardwareAddr.String() == l.Attrs().HardwareAddr.String() {
-				return p, nil
-			}
-		}
-		return nil, fmt.Errorf("default route goes through bridge %s, which has no port with its MAC; set \"master\"", l.Attrs().Name)
-	}
-	return nil, fmt.Errorf("no default route to find the master interface by; set \"master\" in the network config")
 }
 
 func (n *node) mac() net.HardwareAddr { return n.master.Attrs().HardwareAddr }
@@ -179,10 +139,13 @@ func delRules(network, mode string) datapath.Rules {
 // only when they fail the network lock and the setup.
 func (n *node) ensureNetwork(st *store.State, pool *store.Pool) (datapath.Rules, error) {
 	r := n.rules(pool)
-	b := datapath.Bridge{Name: n.bridge, Master: n.master.Attrs().Name}
-	if pool.PrimaryIP.IsValid() {
-		b.Primary = netip.PrefixFrom(pool.PrimaryIP, pool.Subnet.Bits())
-		b.Gateway = pool.Gateway
+	var b *datapath.Bridge // bridge mode only
+	if n.conf.Mode == netconf.ModeBridge {
+		b = &datapath.Bridge{Name: n.bridge, Master: n.master.Attrs().Name}
+		if pool.PrimaryIP.IsValid() {
+			b.Primary = netip.PrefixFrom(pool.PrimaryIP, pool.Subnet.Bits())
+			b.Gateway = pool.Gateway
+		}
 	}
 	if n.ready(st, r, b) {
 		return r, nil
@@ -205,42 +168,16 @@ func (n *node) ensureNetwork(st *store.State, pool *store.Pool) (datapath.Rules,
 			saved = rec.MasterConfig
 		}
 	}
-	if n.conf.Mode == netconf.ModeBridge {
-		persist := func(cfg *store.LinkConfig) error {
-			return n.store.Update(func(st *store.State) error {
-				rec := n.record(st, pool)
-				rec.MasterConfig = cfg
-				return nil
-			})
-		}
-		if err := b.Ensure(n.host.Netlink, saved, persist); err != nil {
-			return r, fmt.Errorf("set up bridge %s: %w", n.bridge, err)
-		}
-		if n.host.Mark != nil {
-			n.host.Mark("bridge") // AZURE_VNET_TRACE: the move to the bridge
-		}
-		// Redirected pod traffic leaves through the interface it came in
-		// by: the node must route it without telling the pod to go direct.
-		for _, s := range []string{"net/ipv4/conf/all/send_redirects", "net/ipv4/conf/" + n.bridge + "/send_redirects"} {
-			if err := n.host.Sysctl(s, "0"); err != nil {
-				return r, err
-			}
-		}
-		// Replies of NATed connections (Services, host ports) that reach a
-		// pod over the bridge are un-NATed by bridge netfilter, as Azure's
-		// bridge mode requires; where it exists, make sure it is on.
-		if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err == nil {
-			if err := n.host.Sysctl("net/bridge/bridge-nf-call-iptables", "1"); err != nil {
-				return r, err
-			}
-		}
+	persist := func(cfg *store.LinkConfig) error {
+		return n.store.Update(func(st *store.State) error {
+			rec := n.record(st, pool)
+			rec.MasterConfig = cfg
+			return nil
+		})
 	}
-	if err := n.host.Sysctl("net/ipv4/ip_forward", "1"); err != nil {
-		return r, err
-	}
-	resync := !r.Present(n.host.NFT)
+	// The recorded pods' elements, used if the rules were lost.
 	var pods []datapath.PodElem
-	if resync && st != nil {
+	if st != nil {
 		for _, e := range st.Endpoints {
 			if e.Network == n.conf.Name {
 				mac, _ := net.ParseMAC(e.PodMAC)
@@ -248,7 +185,7 @@ func (n *node) ensureNetwork(st *store.State, pool *store.Pool) (datapath.Rules,
 			}
 		}
 	}
-	if err := r.Program(n.host.NFT, resync, pods); err != nil {
+	if err := n.k.SetUpNetwork(r, b, saved, persist, pods); err != nil {
 		return r, err
 	}
 	err = n.store.Update(func(st *store.State) error {
@@ -260,15 +197,12 @@ func (n *node) ensureNetwork(st *store.State, pool *store.Pool) (datapath.Rules,
 }
 
 // ready is the cheap per-ADD check that the network is set up as configured.
-func (n *node) ready(st *store.State, r datapath.Rules, b datapath.Bridge) bool {
+func (n *node) ready(st *store.State, r datapath.Rules, b *datapath.Bridge) bool {
 	rec := st.Networks[n.conf.Name]
 	if rec == nil || rec.Rules != r.Fingerprint() {
 		return false
 	}
-	if n.conf.Mode == netconf.ModeBridge && !b.Ready(n.host.Netlink) {
-		return false
-	}
-	return r.Present(n.host.NFT)
+	return n.k.NetworkReady(r, b)
 }
 
 func (n *node) record(st *store.State, pool *store.Pool) *store.Network {

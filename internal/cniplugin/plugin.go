@@ -39,9 +39,12 @@ type Plugin struct {
 	Name     string // azure-vnet or azure-vnet-ipam
 	StateDir string
 	Log      *slog.Logger
+	Stdout   io.Writer // CNI results
 	Stderr   io.Writer
 	Now      func() time.Time
 	Trace    bool
+
+	openKernel func() (kernel, error)
 }
 
 // New returns a plugin configured from the environment. Nothing is opened
@@ -50,10 +53,22 @@ func New(name string) *Plugin {
 	return &Plugin{
 		Name:     name,
 		StateDir: store.DirFromEnv(),
+		Stdout:   os.Stdout,
 		Stderr:   os.Stderr,
 		Now:      time.Now,
 		Trace:    os.Getenv(EnvTrace) == "1",
+
+		openKernel: openHostKernel,
 	}
+}
+
+// print writes a result in the CNI version the caller asked for.
+func (p *Plugin) print(res types.Result, cniVersion string) error {
+	r, err := res.GetAsVersion(cniVersion)
+	if err != nil {
+		return err
+	}
+	return r.PrintTo(p.Stdout)
 }
 
 func openLog(path, name string) *slog.Logger {

@@ -13,7 +13,7 @@ import (
 // missing or damaged: every host veth carries its attachment (container,
 // interface, network, address, pod MAC) in its alias.
 func (n *node) rebuild(cause error) (*store.State, error) {
-	atts, err := n.host.Attachments()
+	atts, err := n.k.Attachments()
 	if err != nil {
 		return nil, fmt.Errorf("list attachments in the kernel: %w", err)
 	}

@@ -164,126 +164,164 @@ func (r Route) String() string { return fmt.Sprintf("%s dev %s", r.Dst, r.Dev) }
 
 // Diagnose compares a snapshot's state, kernel and pool.
 func Diagnose(s *Snapshot) []*Finding {
-	var out []*Finding
-	add := func(f *Finding) { out = append(out, f) }
-	for _, name := range s.Files {
-		if strings.HasPrefix(name, store.FileName+".tmp-") {
-			add(&Finding{Kind: TempFile, Subject: name, Detail: "temporary state file of a writer killed before its rename", file: name})
-		}
-	}
-	st := s.State
+	d := &diagnosis{st: s.State, k: s.Kernel, byHostIf: map[string]*store.Endpoint{}, claimed: map[string]bool{}}
+	d.tempFiles(s.Files)
 	if s.StateErr != nil {
-		add(&Finding{Kind: StateDamaged, Subject: store.FileName, Detail: s.StateErr.Error()})
+		d.add(&Finding{Kind: StateDamaged, Subject: store.FileName, Detail: s.StateErr.Error()})
 		// Compare the kernel with nothing: only what needs no state.
-		st = store.NewState()
+		d.st = store.NewState()
 	}
-	k := s.Kernel
+	for _, e := range d.st.Endpoints {
+		d.byHostIf[e.HostIfName] = e
+	}
+	d.veths()
+	d.records()
+	d.allocations()
+	d.elements()
+	d.routes()
+	d.lockFiles(s.Files)
+	return d.out
+}
 
-	networkOf := func(e *store.Endpoint) string { return e.Network }
-	modeOf := func(network string) string {
-		if n := st.Networks[network]; n != nil && n.Mode != "" {
-			return n.Mode
+// diagnosis is one comparison in progress.
+type diagnosis struct {
+	st       *store.State
+	k        *Kernel
+	out      []*Finding
+	keep     []live                     // attachments the kernel holds that stay
+	byHostIf map[string]*store.Endpoint // records by host veth
+	claimed  map[string]bool            // container interfaces with a labeled veth
+}
+
+// live is an attachment that stays, with what it owns.
+type live struct {
+	key    string
+	mode   string
+	net    string
+	hostIf string
+	ip     netip.Addr
+	mac    net.HardwareAddr
+}
+
+func (d *diagnosis) add(f *Finding) { d.out = append(d.out, f) }
+
+func (d *diagnosis) modeOf(network string) string {
+	if n := d.st.Networks[network]; n != nil && n.Mode != "" {
+		return n.Mode
+	}
+	return d.k.Modes[network]
+}
+
+// tempFiles finds temporary state files of writers killed before their
+// rename.
+func (d *diagnosis) tempFiles(names []string) {
+	for _, name := range names {
+		if store.IsTempFile(name) {
+			d.add(&Finding{Kind: TempFile, Subject: name, Detail: "temporary state file of a writer killed before its rename", file: name})
 		}
-		return k.Modes[network]
 	}
+}
 
-	// Attachments the kernel holds, and whether the state agrees.
-	type live struct {
-		key    string
-		mode   string
-		net    string
-		hostIf string
-		ip     netip.Addr
-		mac    net.HardwareAddr
-	}
-	var keep []live
-	byHostIf := map[string]*store.Endpoint{}
-	for _, e := range st.Endpoints {
-		byHostIf[e.HostIfName] = e
-	}
-	claimed := map[string]bool{} // container interfaces with a labeled veth
+// veths compares the attachments the kernel holds with the state.
+func (d *diagnosis) veths() {
+	st, k := d.st, d.k
 	for _, name := range sortedKeys(k.Veths) {
 		v := k.Veths[name]
 		if !v.Labeled {
 			f := &Finding{Kind: UnlabeledVeth, Subject: name, Detail: "host veth without an alias, left by an interrupted ADD"}
-			if e := byHostIf[name]; e != nil {
+			if e := d.byHostIf[name]; e != nil {
 				f.key, f.endpoint, f.Network = e.Key(), e, e.Network
 				f.Detail += " of " + e.Key()
-				claimed[e.Key()] = true
+				d.claimed[e.Key()] = true
 			}
-			add(f)
+			d.add(f)
 			continue
 		}
 		a := v.Att
 		key := store.EndpointKey(a.ContainerID, a.IfName)
-		claimed[key] = true
+		d.claimed[key] = true
 		e, recorded := st.Endpoints[key]
 		if !recorded {
 			alloc := st.Allocations[a.IP.Addr().String()]
 			if alloc != nil && store.EndpointKey(alloc.ContainerID, alloc.IfName) != key {
-				add(&Finding{Kind: DuplicateAddress, Network: a.Network, Subject: key, key: key, att: &v.Att,
+				d.add(&Finding{Kind: DuplicateAddress, Network: a.Network, Subject: key, key: key, att: &v.Att,
 					Detail: fmt.Sprintf("veth %s gives %s to this unrecorded attachment; the state gives it to %s", name, a.IP.Addr(), store.EndpointKey(alloc.ContainerID, alloc.IfName))})
 				continue
 			}
-			add(&Finding{Kind: UnrecordedAttachment, Network: a.Network, Subject: key, key: key, att: &v.Att, alloc: alloc,
+			d.add(&Finding{Kind: UnrecordedAttachment, Network: a.Network, Subject: key, key: key, att: &v.Att, alloc: alloc,
 				Detail: fmt.Sprintf("veth %s holds %s (%s) for it, the state does not record it", name, a.IP, a.PodMAC)})
-			keep = append(keep, live{key, a.Mode, a.Network, name, a.IP.Addr(), a.PodMAC})
+			d.keep = append(d.keep, live{key, a.Mode, a.Network, name, a.IP.Addr(), a.PodMAC})
 			continue
 		}
 		if e.IP != a.IP || !strings.EqualFold(e.PodMAC, a.PodMAC.String()) || e.HostIfName != name {
-			add(&Finding{Kind: Mismatch, Network: a.Network, Subject: key, key: key, att: &v.Att, endpoint: e,
+			d.add(&Finding{Kind: Mismatch, Network: a.Network, Subject: key, key: key, att: &v.Att, endpoint: e,
 				Detail: fmt.Sprintf("state records %s %s on %s, veth %s holds %s %s", e.IP, e.PodMAC, e.HostIfName, name, a.IP, a.PodMAC)})
 		}
-		keep = append(keep, live{key, modeOf(networkOf(e)), e.Network, name, a.IP.Addr(), a.PodMAC})
+		d.keep = append(d.keep, live{key, d.modeOf(e.Network), e.Network, name, a.IP.Addr(), a.PodMAC})
 	}
-	for _, key := range sortedKeys(st.Endpoints) {
-		e := st.Endpoints[key]
-		if _, ok := k.Veths[e.HostIfName]; !ok {
-			add(&Finding{Kind: MissingVeth, Network: e.Network, Subject: key, key: key, endpoint: e,
+}
+
+// records finds recorded attachments whose veth is gone.
+func (d *diagnosis) records() {
+	for _, key := range sortedKeys(d.st.Endpoints) {
+		e := d.st.Endpoints[key]
+		if _, ok := d.k.Veths[e.HostIfName]; !ok {
+			d.add(&Finding{Kind: MissingVeth, Network: e.Network, Subject: key, key: key, endpoint: e,
 				Detail: fmt.Sprintf("recorded with %s, but veth %s does not exist", e.IP, e.HostIfName)})
 		}
 	}
+}
+
+// allocations finds addresses outside their pool and addresses of nothing.
+func (d *diagnosis) allocations() {
+	st := d.st
 	for _, a := range st.SortedAllocations() {
 		key := store.EndpointKey(a.ContainerID, a.IfName)
 		if p := st.Pools[a.Pool]; p != nil && !p.Has(a.IP) {
-			add(&Finding{Kind: OutsidePool, Network: a.Network, Subject: a.IP.String(), key: key, alloc: a,
+			d.add(&Finding{Kind: OutsidePool, Network: a.Network, Subject: a.IP.String(), key: key, alloc: a,
 				Detail: fmt.Sprintf("allocated to %s, but NIC %s no longer has it", key, p.ID)})
 		}
 		if a.Owner == netconf.IPAMType {
 			continue // its attachments belong to other plugins
 		}
-		if _, ok := st.Endpoints[key]; ok || claimed[key] {
+		if _, ok := st.Endpoints[key]; ok || d.claimed[key] {
 			continue
 		}
-		add(&Finding{Kind: LeakedAllocation, Network: a.Network, Subject: key + " " + a.IP.String(), key: key, alloc: a,
+		d.add(&Finding{Kind: LeakedAllocation, Network: a.Network, Subject: key + " " + a.IP.String(), key: key, alloc: a,
 			Detail: "allocated, but the container interface has neither an endpoint nor a veth"})
 	}
+}
 
-	// nftables elements and routes of the attachments kept.
-	want := map[string]map[string]datapath.Element{} // network -> ID -> element
-	wantOwner := map[string]string{}                 // network+key -> container interface
-	var wantRoutes []Route
-	liveHostIf := map[string]bool{}
-	for _, l := range keep {
-		liveHostIf[l.hostIf] = true
-		if want[l.net] == nil {
-			want[l.net] = map[string]datapath.Element{}
+// owned is what the attachments that stay own in the kernel.
+func (d *diagnosis) owned() (elems map[string]map[string]datapath.Element, owner map[string]string, routes []Route) {
+	elems = map[string]map[string]datapath.Element{} // network -> ID -> element
+	owner = map[string]string{}                      // network+ID -> container interface
+	for _, l := range d.keep {
+		if elems[l.net] == nil {
+			elems[l.net] = map[string]datapath.Element{}
 		}
-		owned := datapath.Owns(l.mode, datapath.PodElem{HostIf: l.hostIf, MAC: l.mac, IP: l.ip})
-		for _, e := range owned.Elements {
-			want[l.net][e.ID()] = e
-			wantOwner[l.net+" "+e.ID()] = l.key
+		o := datapath.Owns(l.mode, datapath.PodElem{HostIf: l.hostIf, MAC: l.mac, IP: l.ip})
+		for _, e := range o.Elements {
+			elems[l.net][e.ID()] = e
+			owner[l.net+" "+e.ID()] = l.key
 		}
-		if owned.Route.IsValid() {
-			wantRoutes = append(wantRoutes, Route{Dst: owned.Route, Dev: owned.HostIf})
+		if o.Route.IsValid() {
+			routes = append(routes, Route{Dst: o.Route, Dev: o.HostIf})
 		}
 	}
-	for _, network := range sortedKeys(k.Tables) {
-		t := k.Tables[network]
+	return elems, owner, routes
+}
+
+// elements compares each network's nftables elements with what the
+// attachments that stay own.
+func (d *diagnosis) elements() {
+	want, wantOwner, _ := d.owned()
+	for _, network := range sortedKeys(d.k.Tables) {
+		t := d.k.Tables[network]
 		w := want[network]
 		if !t.Present {
 			if len(w) > 0 {
-				add(&Finding{Kind: MissingRules, Network: network, Subject: datapath.TableName(network),
+				d.add(&Finding{Kind: MissingRules, Network: network, Subject: datapath.TableName(network),
 					Detail: "no nftables tables for a network with live pods; the next ADD programs them"})
 			}
 			continue
@@ -304,12 +342,12 @@ func Diagnose(s *Snapshot) []*Finding {
 		}
 		for _, owner := range sortedKeys(missing) {
 			var att *datapath.Attachment
-			for _, l := range keep {
+			for _, l := range d.keep {
 				if l.key == owner {
 					att = &datapath.Attachment{Mode: l.mode, Network: l.net, IP: netip.PrefixFrom(l.ip, 32), PodMAC: l.mac, HostIfName: l.hostIf}
 				}
 			}
-			add(&Finding{Kind: MissingElement, Network: network, Subject: owner, key: owner, att: att,
+			d.add(&Finding{Kind: MissingElement, Network: network, Subject: owner, key: owner, att: att,
 				Detail: "lacks " + strings.Join(missing[owner], ", ")})
 		}
 		for _, ek := range sortedKeys(have) {
@@ -319,21 +357,26 @@ func Diagnose(s *Snapshot) []*Finding {
 			}
 			f := &Finding{Kind: StaleElement, Network: network, Subject: e.String(), elem: &e,
 				Detail: "element of no live attachment"}
-			if rec := byHostIf[e.HostIf]; e.HostIf != "" && rec != nil {
+			if rec := d.byHostIf[e.HostIf]; e.HostIf != "" && rec != nil {
 				f.key = rec.Key()
 			}
-			add(f)
+			d.add(f)
 		}
 	}
+}
+
+// routes compares the routes through host veths with the pods' /32s.
+func (d *diagnosis) routes() {
+	_, _, wantRoutes := d.owned()
 	wantRoute := map[Route]bool{}
 	for _, r := range wantRoutes {
 		wantRoute[r] = true
 	}
 	haveRoute := map[Route]bool{}
-	for _, r := range k.Routes {
+	for _, r := range d.k.Routes {
 		haveRoute[r] = true
 		if !wantRoute[r] {
-			add(&Finding{Kind: StaleRoute, Subject: r.String(), route: &r, Detail: "route through a host veth that is not its pod's /32"})
+			d.add(&Finding{Kind: StaleRoute, Subject: r.String(), route: &r, Detail: "route through a host veth that is not its pod's /32"})
 		}
 	}
 	for _, r := range wantRoutes {
@@ -341,31 +384,32 @@ func Diagnose(s *Snapshot) []*Finding {
 			continue
 		}
 		f := &Finding{Kind: MissingRoute, Subject: r.String(), route: &r, Detail: "live transparent-mode pod without its route"}
-		if v := k.Veths[r.Dev]; v != nil && v.Labeled {
+		if v := d.k.Veths[r.Dev]; v != nil && v.Labeled {
 			f.key, f.Network = store.EndpointKey(v.Att.ContainerID, v.Att.IfName), v.Att.Network
 		}
-		add(f)
+		d.add(f)
 	}
+}
 
-	// Lock files of attachments that no longer exist.
+// lockFiles finds lock files of attachments that no longer exist.
+func (d *diagnosis) lockFiles(names []string) {
 	known := map[string]bool{}
-	for key := range claimed {
+	for key := range d.claimed {
 		c, i, _ := strings.Cut(key, "/")
 		known[store.AttachmentLockName(c, i)] = true
 	}
-	for key := range st.Endpoints {
+	for key := range d.st.Endpoints {
 		c, i, _ := strings.Cut(key, "/")
 		known[store.AttachmentLockName(c, i)] = true
 	}
-	for _, a := range st.Allocations {
+	for _, a := range d.st.Allocations {
 		known[store.AttachmentLockName(a.ContainerID, a.IfName)] = true
 	}
-	for _, name := range s.Files {
+	for _, name := range names {
 		if strings.HasPrefix(name, store.AttachmentLockPrefix) && !known[name] {
-			add(&Finding{Kind: StaleLockFile, Subject: name, file: name, Detail: "lock file of an attachment that no longer exists"})
+			d.add(&Finding{Kind: StaleLockFile, Subject: name, file: name, Detail: "lock file of an attachment that no longer exists"})
 		}
 	}
-	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string {

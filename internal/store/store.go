@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -221,7 +222,7 @@ func (s *Store) rebuild(cause error, damaged bool) (*State, error) {
 // sweep removes the temporary files of writers killed before their rename.
 // Only a lock holder writes, so under the lock every one is abandoned.
 func (s *Store) sweep() {
-	tmps, _ := filepath.Glob(s.Path() + ".tmp-*")
+	tmps, _ := filepath.Glob(s.Path() + tempInfix + "*")
 	for _, f := range tmps {
 		_ = os.Remove(f)
 	}
@@ -234,7 +235,7 @@ func (s *Store) write(st *State) error {
 		return fmt.Errorf("encode state: %w", err)
 	}
 	b = append(b, '\n')
-	tmp := fmt.Sprintf("%s.tmp-%d", s.Path(), os.Getpid())
+	tmp := fmt.Sprintf("%s%s%d", s.Path(), tempInfix, os.Getpid())
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("write state: %w", err)
@@ -310,6 +311,15 @@ func (s *Store) LockAttachment(containerID, ifName string) (unlock func(forget b
 		}, nil
 	}
 }
+
+// tempInfix follows FileName in the name of a writer's temporary file,
+// before the writer's PID.
+const tempInfix = ".tmp-"
+
+// IsTempFile reports whether a name in the state directory is a writer's
+// temporary state file (left behind when the writer was killed before its
+// rename).
+func IsTempFile(name string) bool { return strings.HasPrefix(name, FileName+tempInfix) }
 
 // AttachmentLockPrefix starts the name of every attachment's lock file.
 const AttachmentLockPrefix = "attachment-"
