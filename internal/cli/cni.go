@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
+	"github.com/vnetcni/vnetcni/internal/install"
 )
 
 func init() { extraCommands = append(extraCommands, newCNICmd) }
@@ -52,8 +53,8 @@ attach Docker containers started with --network none. With --host-netns the plug
 that network namespace (a lab VM) instead of this one.`,
 	}
 	pf := c.PersistentFlags()
-	pf.StringVar(&f.binDirs, "cni-path", envOr("CNI_PATH", "/opt/cni/bin"), "plugin directories, ':'-separated ($CNI_PATH)")
-	pf.StringVar(&f.confDir, "conf-dir", envOr("CNI_CONF_DIR", "/etc/cni/net.d"), "network configuration directory ($CNI_CONF_DIR)")
+	pf.StringVar(&f.binDirs, "cni-path", envOr("CNI_PATH", install.DefaultBinDir), "plugin directories, ':'-separated ($CNI_PATH)")
+	pf.StringVar(&f.confDir, "conf-dir", envOr("CNI_CONF_DIR", install.DefaultConfDir), "network configuration directory ($CNI_CONF_DIR)")
 	pf.StringVar(&f.network, "network", "", "network name (default: the first conflist of --conf-dir by file name)")
 	pf.StringVar(&f.cacheDir, "cache-dir", envOr("CNI_CACHE_DIR", "/var/lib/cni"), "libcni's result cache ($CNI_CACHE_DIR)")
 	pf.StringVar(&f.hostNetNS, "host-netns", os.Getenv("VNET_HOST_NETNS"), "run the plugins inside this network namespace path ($VNET_HOST_NETNS)")

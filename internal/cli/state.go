@@ -21,7 +21,7 @@ func newStateCmd() *cobra.Command {
 		Use:   "state",
 		Short: "Print the node's networks, address pools, allocations and endpoints",
 		Long: `Print what azure-vnet and azure-vnet-ipam have recorded on this node.
-The state lives in /var/run/azure-vnet (or $AZURE_VNET_STATE_DIR).`,
+The state lives in ` + store.DefaultDir + ` (or $` + store.EnvDir + `).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := store.New(dir).Read()

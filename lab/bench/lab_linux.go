@@ -16,6 +16,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/vnetcni/vnetcni/internal/cniplugin"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/store"
 	"github.com/vnetcni/vnetcni/lab/fabric"
@@ -211,7 +212,7 @@ func (l *lab) ourNode(vm, mode string) (*node, error) {
 		cacheDir: filepath.Join(d, "cache-azure"),
 		env: []string{
 			store.EnvDir + "=" + filepath.Join(d, "state"),
-			"AZURE_VNET_LOG_FILE=" + filepath.Join(d, "azure-vnet.log"),
+			cniplugin.EnvLogFile + "=" + filepath.Join(d, "azure-vnet.log"),
 			"AZURE_VNET_TRACE=1",
 		},
 		list: list,

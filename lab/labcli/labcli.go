@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
+	"github.com/vnetcni/vnetcni/internal/install"
 	"github.com/vnetcni/vnetcni/lab/k8slab"
 	"github.com/vnetcni/vnetcni/lab/runtimes"
 	"github.com/vnetcni/vnetcni/lab/vnetlab"
@@ -79,7 +80,7 @@ func defaultBinDir() string {
 			return dir
 		}
 	}
-	return "/opt/cni/bin"
+	return install.DefaultBinDir
 }
 
 func readDefinition(path string) ([]byte, error) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/vnetcni/vnetcni/conf"
 	"github.com/vnetcni/vnetcni/internal/azure/wireserver"
+	"github.com/vnetcni/vnetcni/internal/cniplugin"
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
 	"github.com/vnetcni/vnetcni/internal/install"
 	"github.com/vnetcni/vnetcni/internal/netns"
@@ -236,7 +237,7 @@ func (l *Lab) Runner(vm string) *cnirunner.Runner {
 		CacheDir: filepath.Join(d, "cache"),
 		Env: []string{
 			store.EnvDir + "=" + filepath.Join(d, "state"),
-			"AZURE_VNET_LOG_FILE=" + filepath.Join(d, "azure-vnet.log"),
+			cniplugin.EnvLogFile + "=" + filepath.Join(d, "azure-vnet.log"),
 		},
 	}
 }
