@@ -12,7 +12,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
-	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/vnetcni/vnetcni/internal/netns"
@@ -68,27 +67,21 @@ func NewHost() (*Host, error) {
 
 // NewHostAt returns a Host for the network namespace at path.
 func NewHostAt(path string) (*Host, error) {
-	ns, err := vnetns.GetFromPath(path)
+	ns, err := netns.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("open netns %s: %w", path, err)
-	}
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		ns.Close()
-		return nil, fmt.Errorf("open netlink in netns %s: %w", path, err)
+		return nil, err
 	}
 	// nftables opens a socket per transaction, in the namespace of this
 	// file descriptor: it stays open until Close.
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns.Fd)))
 	if err != nil {
-		h.Close()
 		ns.Close()
 		return nil, fmt.Errorf("open nftables in netns %s: %w", path, err)
 	}
 	sysctl := func(key, value string) error {
 		return netns.DoPath(path, func() error { return WriteSysctl(key, value) })
 	}
-	return &Host{Netlink: h, NFT: c, Sysctl: sysctl, close: func() { ns.Close() }}, nil
+	return &Host{Netlink: ns.Netlink, NFT: c, Sysctl: sysctl, close: func() { ns.Fd.Close() }}, nil
 }
 
 // Close releases the host's handles.

@@ -127,18 +127,41 @@ func DoPath(path string, fn func() error) error {
 	return ns.WithNetNSPath(path, func(ns.NetNS) error { return fn() })
 }
 
-// Netlink returns a netlink handle whose sockets live in the network
-// namespace at path; the namespace file is not needed after it is made.
-// Equivalent to: ip -n NAME ...
-func Netlink(path string) (*netlink.Handle, error) {
+// Handle is a network namespace held open, with a netlink handle whose
+// sockets live in it. Fd serves what needs the namespace itself (nftables
+// connections, moving a link into it).
+type Handle struct {
+	Fd      vnetns.NsHandle
+	Netlink *netlink.Handle
+}
+
+// Open opens the network namespace at path. Equivalent to: ip -n NAME ...
+func Open(path string) (*Handle, error) {
 	ns, err := vnetns.GetFromPath(path)
 	if err != nil {
 		return nil, fmt.Errorf("open netns %s: %w", path, err)
 	}
-	defer ns.Close()
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
+		ns.Close()
 		return nil, fmt.Errorf("open netlink in netns %s: %w", path, err)
 	}
-	return h, nil
+	return &Handle{Fd: ns, Netlink: h}, nil
+}
+
+// Close closes the netlink handle and the namespace.
+func (h *Handle) Close() {
+	h.Netlink.Close()
+	h.Fd.Close()
+}
+
+// Netlink returns a netlink handle whose sockets live in the network
+// namespace at path; the namespace file is not needed after it is made.
+func Netlink(path string) (*netlink.Handle, error) {
+	h, err := Open(path)
+	if err != nil {
+		return nil, err
+	}
+	h.Fd.Close()
+	return h.Netlink, nil
 }

@@ -566,16 +566,11 @@ type nsConn struct {
 }
 
 func openNS(name string) (*nsConn, error) {
-	fd, err := vnetns.GetFromPath(netns.Path(name))
+	h, err := netns.Open(netns.Path(name))
 	if err != nil {
-		return nil, fmt.Errorf("open netns %s: %w", name, err)
+		return nil, err
 	}
-	h, err := netlink.NewHandleAt(fd)
-	if err != nil {
-		fd.Close()
-		return nil, fmt.Errorf("open netlink in netns %s: %w", name, err)
-	}
-	return &nsConn{name: name, fd: fd, nl: h}, nil
+	return &nsConn{name: name, fd: h.Fd, nl: h.Netlink}, nil
 }
 
 func (c *nsConn) Close() {
