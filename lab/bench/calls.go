@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/vnetcni/vnetcni/internal/netconf"
 	"github.com/vnetcni/vnetcni/lab/fabric"
 )
 
@@ -73,9 +74,9 @@ func ourConflist(mode string) []byte {
 		"cniVersion": cniVersion,
 		"name":       ourNetwork,
 		"plugins": []any{map[string]any{
-			"type": "azure-vnet",
+			"type": netconf.PluginType,
 			"mode": mode,
-			"ipam": map[string]any{"type": "azure-vnet-ipam"},
+			"ipam": map[string]any{"type": netconf.IPAMType},
 		}},
 	})
 	return b
