@@ -1,4 +1,4 @@
-// Package bench measures vnetcni on the emulated VNet (internal/fabric):
+// Package bench measures vnetcni on the emulated VNet (lab/fabric):
 // how fast pods get their network through libcni, one at a time and in
 // bursts, against the reference plugins (bridge + host-local from
 // containernetworking/plugins) on the same VM in the same run; what one

@@ -144,7 +144,7 @@ func Document(r *Results, analysis string) string {
 	}
 
 	p("## Setup\n\n")
-	p("The lab is the emulated VNet of `internal/fabric`: a fabric namespace with Azure's rules, VMs `b1` (our bridge "+
+	p("The lab is the emulated VNet of `lab/fabric`: a fabric namespace with Azure's rules, VMs `b1` (our bridge "+
 		"mode and the reference), `t1` (our transparent mode), their peers `b2` and `t2`, and `r1`, `r2` without CNI. "+
 		"Subnet %s; the pod VMs' NICs hold %d secondary addresses each. Plugins run inside the VM's namespace through "+
 		"libcni %s (CNI %s); state, caches, logs and host-local's data directory are on tmpfs, as `/var/run` is on a node.\n\n",

@@ -1,4 +1,4 @@
-// Package lab runs an emulated Azure virtual network on one Linux machine:
+// Package vnetlab runs an emulated Azure virtual network on one Linux machine:
 // a fabric namespace with Azure's SDN rules, one namespace per VM whose eth0
 // is its NIC, a wireserver and IMDS answering each VM about its own NIC, an
 // internet host behind the fabric's outbound NAT, and pods attached by the

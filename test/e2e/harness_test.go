@@ -1,6 +1,6 @@
 // Package e2e drives the real azure-vnet and azure-vnet-ipam binaries
 // through libcni, as container runtimes do, on an emulated Azure VNet
-// (internal/fabric) built from network namespaces.
+// (lab/fabric) built from network namespaces.
 package e2e
 
 import (

@@ -1,7 +1,7 @@
 // Package runtimes drives the plugins through the runtimes people use —
 // containerd's CRI plugin, podman, Docker (scripts/docker-run.sh) and
 // cnitool — each run privately inside a VM of an emulated Azure VNet lab
-// (internal/lab), and checks what each runtime's pods get: an address from
+// (lab/vnetlab), and checks what each runtime's pods get: an address from
 // their VM NIC's pool, reachability across VMs, and a teardown that leaves
 // no allocation, veth or nftables element behind.
 //

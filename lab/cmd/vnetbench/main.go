@@ -1,4 +1,4 @@
-// Command vnetbench runs the benchmarks of internal/bench on an emulated
+// Command vnetbench runs the benchmarks of lab/bench on an emulated
 // Azure VNet and writes the report (make bench).
 package main
 
