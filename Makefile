@@ -21,7 +21,7 @@ setup:
 
 build: setup
 	@mkdir -p $(BIN)
-	go build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/azure-vnet ./cmd/azure-vnet-ipam ./cmd/vnetctl ./lab/cmd/vnetctl-lab
+	go build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/azure-vnet ./cmd/azure-vnet-ipam ./cmd/vnetd ./cmd/vnetctl ./lab/cmd/vnetctl-lab
 	go build -o $(BIN)/ $(CNI_PLUGINS)
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/ ./lab/cmd/vnetcni-pause ./lab/cmd/vnetcni-echo
 
