@@ -42,6 +42,13 @@ func (p *Plugin) viaAgent(verb string, args *skel.CmdArgs) (handled bool, err er
 	if resp.Trace != "" {
 		fmt.Fprint(p.Stderr, resp.Trace)
 	}
+	if resp.Error != nil && resp.Error.Code == types.ErrInvalidNetNS {
+		// The agent resolves CNI_NETNS in its own mount namespace, which
+		// may not see the runtime's (a DaemonSet without the host's
+		// /var/run/netns, or a runtime in a private mount namespace):
+		// this process sees what the runtime meant.
+		return false, nil
+	}
 	if resp.Error != nil {
 		return true, &types.Error{Code: resp.Error.Code, Msg: resp.Error.Msg, Details: resp.Error.Details}
 	}
