@@ -64,17 +64,19 @@ func (p *Plugin) Serve(req *agentapi.Request) *agentapi.Response {
 		resp.Error = agentapi.MismatchError(req, resp.Version)
 		return resp
 	}
-	fn := p.verbs()[req.Command]
+	// A copy per command, so its results and trace go to this answer;
+	// the verbs are bound to the copy.
+	q := *p
+	var out, trace bytes.Buffer
+	q.Trace = req.Trace
+	q.Stderr = &trace
+	q.Stdout = &out
+	fn := q.verbs()[req.Command]
 	if fn == nil {
 		resp.Error = &agentapi.Error{Code: uint(types.ErrInvalidEnvironmentVariables), Msg: fmt.Sprintf("%s: unknown CNI_COMMAND %q", p.Name, req.Command)}
 		return resp
 	}
 	args := &skel.CmdArgs{ContainerID: req.ContainerID, Netns: req.Netns, IfName: req.IfName, Args: req.Args, Path: req.Path, StdinData: req.Stdin}
-	var out, trace bytes.Buffer
-	q := *p
-	q.Trace = req.Trace
-	q.Stderr = &trace
-	q.Stdout = &out
 	err := q.run(req.Command, fn, args)
 	resp.Trace = trace.String()
 	if err != nil {
