@@ -45,6 +45,9 @@ type Plugin struct {
 	Trace    bool
 
 	openKernel func() (kernel, error)
+	// OnStateWrite, when set, hears of every state file write (the agent
+	// counts them).
+	OnStateWrite func()
 }
 
 // New returns a plugin configured from the environment. Nothing is opened
@@ -98,34 +101,45 @@ func About(name string) string {
 }
 
 // Funcs returns azure-vnet's CNI command handlers.
-func (p *Plugin) Funcs() skel.CNIFuncs {
+func (p *Plugin) Funcs() skel.CNIFuncs { return p.skelFuncs() }
+
+func (p *Plugin) skelFuncs() skel.CNIFuncs {
+	v := p.verbs()
 	return skel.CNIFuncs{
-		Add:    p.command("ADD", p.add),
-		Del:    p.command("DEL", p.del),
-		Check:  p.command("CHECK", p.check),
-		GC:     p.command("GC", p.gc),
-		Status: p.command("STATUS", p.status),
+		Add:    p.command("ADD", v["ADD"]),
+		Del:    p.command("DEL", v["DEL"]),
+		Check:  p.command("CHECK", v["CHECK"]),
+		GC:     p.command("GC", v["GC"]),
+		Status: p.command("STATUS", v["STATUS"]),
 	}
 }
 
 func (p *Plugin) command(verb string, fn func(*skel.CmdArgs, *tracer) error) func(*skel.CmdArgs) error {
 	return func(args *skel.CmdArgs) error {
-		if p.Log == nil {
-			p.Log = openLog(os.Getenv(EnvLogFile), p.Name)
+		if handled, err := p.viaAgent(verb, args); handled {
+			return err
 		}
-		tr := newTracer(p.Trace)
-		err := fn(args, tr)
-		attrs := []any{"cmd", verb, "container", args.ContainerID, "ifname", args.IfName, "netns", args.Netns, "duration", tr.total()}
-		if err != nil {
-			p.Log.Error("failed", append(attrs, "err", err)...)
-		} else {
-			p.Log.Info("done", attrs...)
-		}
-		if p.Trace {
-			fmt.Fprintf(p.Stderr, "%s trace %s %s\n", p.Name, verb, tr)
-		}
-		return toCNIError(err)
+		return p.run(verb, fn, args)
 	}
+}
+
+// run executes one command in this process, its result printed to p.Stdout.
+func (p *Plugin) run(verb string, fn func(*skel.CmdArgs, *tracer) error, args *skel.CmdArgs) error {
+	if p.Log == nil {
+		p.Log = openLog(os.Getenv(EnvLogFile), p.Name)
+	}
+	tr := newTracer(p.Trace)
+	err := fn(args, tr)
+	attrs := []any{"cmd", verb, "container", args.ContainerID, "ifname", args.IfName, "netns", args.Netns, "duration", tr.total()}
+	if err != nil {
+		p.Log.Error("failed", append(attrs, "err", err)...)
+	} else {
+		p.Log.Info("done", attrs...)
+	}
+	if p.Trace {
+		fmt.Fprintf(p.Stderr, "%s trace %s %s\n", p.Name, verb, tr)
+	}
+	return toCNIError(err)
 }
 
 // toCNIError maps errors to CNI error codes at the binary boundary.

@@ -92,6 +92,10 @@ type Store struct {
 	// OnRecover, when set, is told about every damaged file that was moved
 	// aside and rebuilt, with where the damaged copy now is.
 	OnRecover func(cause error, savedAs string)
+
+	// OnWrite, when set, hears of every state file written (the agent
+	// counts them).
+	OnWrite func()
 }
 
 // New returns the store in dir.
@@ -261,6 +265,9 @@ func (s *Store) write(st *State) error {
 	if d, err := os.Open(s.Dir); err == nil {
 		_ = d.Sync()
 		d.Close()
+	}
+	if s.OnWrite != nil {
+		s.OnWrite()
 	}
 	return nil
 }

@@ -95,7 +95,7 @@ func readDefinition(path string) ([]byte, error) {
 
 func labUpCmd(name *string) *cobra.Command {
 	var file, mode, binDir, k8sBinDir string
-	var kubernetes bool
+	var kubernetes, noAgent bool
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Build the lab (default: the seed's example cluster, bridge mode)",
@@ -109,7 +109,7 @@ max-pods 30. Running up on a half-built lab repairs it.`,
 				return err
 			}
 			l, err := vnetlab.Up(cmd.Context(), vnetlab.UpOptions{Name: *name, Definition: def, Mode: mode, BinDir: binDir, Progress: cmd.ErrOrStderr(),
-				Kubernetes: kubernetes, K8sBinDir: k8sBinDir})
+				Kubernetes: kubernetes, K8sBinDir: k8sBinDir, NoAgent: noAgent})
 			if err != nil {
 				return err
 			}
@@ -126,6 +126,7 @@ max-pods 30. Running up on a half-built lab repairs it.`,
 		},
 	}
 	c.Flags().BoolVar(&kubernetes, "kubernetes", false, "also run Kubernetes: control plane in the API server's delegated subnet, a kubelet node per VM")
+	c.Flags().BoolVar(&noAgent, "no-agent", false, "run no vnetd on the VMs: the plugins work standalone")
 	c.Flags().StringVar(&k8sBinDir, "k8s-bin-dir", k8slab.DefaultBinDir, "Kubernetes binaries (built by scripts/k8s-binaries.sh)")
 	c.Flags().StringVarP(&file, "file", "f", "", "cluster definition (ACS-Engine JSON); the seed's example when empty")
 	c.Flags().StringVar(&mode, "mode", "", "network mode: bridge or transparent (default: the definition's, else bridge)")

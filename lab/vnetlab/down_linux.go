@@ -35,6 +35,11 @@ func Down(name string) error {
 		if err := stopRuntimes(l); err != nil {
 			errs = append(errs, err)
 		}
+		// Agents after the runtimes (their DELs may go through them),
+		// before the namespaces they serve.
+		if err := l.stopAgents(); err != nil {
+			errs = append(errs, err)
+		}
 		if pid, ok := l.daemonPID(); ok {
 			if err := stopProcess(pid); err != nil {
 				errs = append(errs, err)

@@ -65,6 +65,8 @@ type Lab struct {
 	Complete bool `json:"complete"`
 	// Kubernetes is the lab's cluster, when it runs one.
 	Kubernetes *k8slab.Cluster `json:"kubernetes,omitempty"`
+	// Agent is set when every VM runs vnetd (the default).
+	Agent bool `json:"agent,omitempty"`
 }
 
 // ControlPlaneVM names the fabric VM that holds a Kubernetes lab's control

@@ -43,6 +43,8 @@ type UpOptions struct {
 	// server's delegated subnet, a kubelet node per VM.
 	Kubernetes bool
 	K8sBinDir  string // Kubernetes binaries; k8slab.DefaultBinDir when empty
+	// NoAgent leaves the VMs without vnetd: the plugins work standalone.
+	NoAgent bool
 }
 
 // PlanFor validates a definition and plans it, before anything is created.
@@ -138,6 +140,18 @@ func Up(ctx context.Context, o UpOptions) (*Lab, error) {
 		return nil, err
 	}
 	done(fmt.Sprintf("daemon pid %d", pid))
+
+	l.Agent = !o.NoAgent
+	if l.Agent {
+		done = step("start vnetd on each VM")
+		if err := l.save(); err != nil {
+			return nil, err
+		}
+		if err := l.startAgents(ctx, o.BinDir); err != nil {
+			return nil, err
+		}
+		done(fmt.Sprintf("%d agents, sockets %s/vms/<vm>/state/vnetd.sock", len(l.Nodes()), l.Dir()))
+	}
 
 	if o.Kubernetes {
 		exe := o.Executable

@@ -1,0 +1,80 @@
+package vnetlab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vnetcni/vnetcni/internal/agent"
+	"github.com/vnetcni/vnetcni/internal/netns"
+	"github.com/vnetcni/vnetcni/internal/store"
+	"github.com/vnetcni/vnetcni/lab/daemon"
+	"github.com/vnetcni/vnetcni/lab/fabric"
+)
+
+// AgentBinary is the node agent the lab runs on every VM.
+const AgentBinary = "vnetd"
+
+// agentDaemon is a VM's vnetd: recognised by its --state-dir, which only
+// that VM's agent has.
+func (l *Lab) agentDaemon(vm string) daemon.Daemon {
+	return daemon.Daemon{
+		Name:    "vnetd on " + vm,
+		PIDFile: filepath.Join(l.VMDir(vm), "vnetd.pid"),
+		Marker:  "--state-dir=" + l.StateDir(vm),
+	}
+}
+
+// startAgents starts one vnetd per VM that carries pods, inside the VM's
+// namespace with the VM's state directory, as a node runs it (metrics on
+// the VM's own 127.0.0.1). Agents already running are left alone.
+func (l *Lab) startAgents(ctx context.Context, binDir string) error {
+	bin, err := filepath.Abs(filepath.Join(binDir, AgentBinary))
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("node agent missing: %w (build it with: make build, or pass --no-agent)", err)
+	}
+	for _, v := range l.Nodes() {
+		d := l.agentDaemon(v.Name)
+		if _, ok := d.Running(); ok {
+			continue
+		}
+		env := []string{store.EnvDir + "=" + l.StateDir(v.Name), "AZURE_VNET_LOG_FILE=" + filepath.Join(l.VMDir(v.Name), "azure-vnet.log")}
+		if _, err := d.Start(netns.Path(fabric.Open(l.Spec).VMNetNS(v.Name)), env, filepath.Join(l.VMDir(v.Name), "vnetd.log"), bin,
+			"--state-dir="+l.StateDir(v.Name), "--http="+agent.DefaultHTTPAddr); err != nil {
+			return err
+		}
+	}
+	// Ready when each answers on its socket.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, v := range l.Nodes() {
+		for {
+			if _, err := agent.GetStatus(l.StateDir(v.Name)); err == nil {
+				break
+			} else if time.Now().After(deadline) || ctx.Err() != nil {
+				log, _ := os.ReadFile(filepath.Join(l.VMDir(v.Name), "vnetd.log"))
+				return fmt.Errorf("vnetd on %s did not answer: %w\n%s", v.Name, err, log)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// stopAgents ends every VM's vnetd.
+func (l *Lab) stopAgents() error {
+	var errs []error
+	for _, v := range l.Nodes() {
+		if err := l.agentDaemon(v.Name).Stop(5 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("stop agents: %v", errs)
+	}
+	return nil
+}
