@@ -81,6 +81,25 @@ func TestProductImportsNoLab(t *testing.T) {
 	}
 }
 
+// TestPluginsStayThin: the plugins run once per CNI call and pay for every
+// package they link at each start; the agent's metrics and Kubernetes
+// clients belong to the agent and vnetctl's status talks to it over its
+// socket.
+func TestPluginsStayThin(t *testing.T) {
+	heavy := []string{"github.com/prometheus/", "k8s.io/client-go", "k8s.io/api/"}
+	for _, bin := range []string{"./cmd/azure-vnet", "./cmd/azure-vnet-ipam", "./cmd/vnetctl"} {
+		out, err := exec.Command("go", "list", "-deps", bin).Output()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v", bin, err)
+		}
+		for _, d := range strings.Fields(string(out)) {
+			if hasPrefix(d, heavy) {
+				t.Errorf("%s links %s", bin, d)
+			}
+		}
+	}
+}
+
 // TestViolations: the rule catches a product package that reaches the lab,
 // directly or through a dependency, and a forbidden module; lab packages
 // may import anything.

@@ -17,35 +17,9 @@ import (
 	"github.com/vnetcni/vnetcni/internal/store"
 )
 
-// Status is what `vnetctl status` shows, from /status or the socket.
-type Status struct {
-	Version    string         `json:"version"`
-	PID        int            `json:"pid"`
-	StateDir   string         `json:"stateDir"`
-	Ready      bool           `json:"ready"`
-	Networks   []string       `json:"networks"`
-	LastResync time.Time      `json:"lastResync,omitzero"`
-	Repairs    map[string]int `json:"repairs"`
-	Pools      []PoolStatus   `json:"pools"`
-}
-
-// PoolStatus is one NIC's pool.
-type PoolStatus struct {
-	NIC    string    `json:"nic"`
-	Source string    `json:"source"`
-	ReadAt time.Time `json:"readAt"`
-	Total  int       `json:"total"`
-	Used   int       `json:"used"`
-	Free   int       `json:"free"`
-}
-
-// StatusCommand is the agentapi command that asks the agent for its Status
-// over the socket (answered in Response.Stdout as JSON).
-const StatusCommand = "VNETD-STATUS"
-
-func (a *Agent) status(pid int) Status {
+func (a *Agent) status(pid int) agentapi.Status {
 	a.mu.Lock()
-	s := Status{Version: buildinfo.String(), PID: pid, StateDir: a.cfg.StateDir, Ready: a.ready, LastResync: a.lastPass, Repairs: map[string]int{}}
+	s := agentapi.Status{Version: buildinfo.String(), PID: pid, StateDir: a.cfg.StateDir, Ready: a.ready, LastResync: a.lastPass, Repairs: map[string]int{}}
 	for n := range a.networks {
 		s.Networks = append(s.Networks, n)
 	}
@@ -56,7 +30,7 @@ func (a *Agent) status(pid int) Status {
 	sort.Strings(s.Networks)
 	if st, err := store.New(a.cfg.StateDir).Read(); err == nil {
 		for id, p := range st.Pools {
-			s.Pools = append(s.Pools, PoolStatus{NIC: id, Source: p.Source, ReadAt: p.ReadAt, Total: len(p.Addresses), Used: ipam.InUse(st, p), Free: len(ipam.Free(st, p))})
+			s.Pools = append(s.Pools, agentapi.PoolStatus{NIC: id, Source: p.Source, ReadAt: p.ReadAt, Total: len(p.Addresses), Used: ipam.InUse(st, p), Free: len(ipam.Free(st, p))})
 		}
 		sort.Slice(s.Pools, func(i, j int) bool { return s.Pools[i].NIC < s.Pools[j].NIC })
 	}
@@ -105,22 +79,6 @@ func (a *Agent) startHTTP(addr string) (*http.Server, error) {
 
 // selfCheck connects to the agent's own socket and asks for its status.
 func (a *Agent) selfCheck() error {
-	_, err := agentapi.Call(agentapi.SocketPath(a.cfg.StateDir), &agentapi.Request{Plugin: "vnetd", Version: buildinfo.String(), Command: StatusCommand})
+	_, err := agentapi.Call(agentapi.SocketPath(a.cfg.StateDir), &agentapi.Request{Plugin: "vnetd", Version: buildinfo.String(), Command: agentapi.StatusCommand})
 	return err
-}
-
-// GetStatus asks the agent serving stateDir for its status over its socket.
-func GetStatus(stateDir string) (*Status, error) {
-	resp, err := agentapi.Call(agentapi.SocketPath(stateDir), &agentapi.Request{Plugin: "vnetctl", Version: buildinfo.String(), Command: StatusCommand})
-	if err != nil {
-		return nil, err
-	}
-	if resp.Error != nil {
-		return nil, resp.Error
-	}
-	var s Status
-	if err := json.Unmarshal(resp.Stdout, &s); err != nil {
-		return nil, fmt.Errorf("decode agent status: %w", err)
-	}
-	return &s, nil
 }

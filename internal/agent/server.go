@@ -53,7 +53,7 @@ func (a *Agent) handle(c *net.UnixConn) {
 
 // run executes a request, counting it.
 func (a *Agent) run(req *agentapi.Request) *agentapi.Response {
-	if req.Command == StatusCommand {
+	if req.Command == agentapi.StatusCommand {
 		b, _ := json.Marshal(a.status(os.Getpid()))
 		return &agentapi.Response{Proto: agentapi.Proto, Version: buildinfo.String(), Stdout: b}
 	}

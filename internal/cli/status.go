@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/vnetcni/vnetcni/internal/agent"
 	"github.com/vnetcni/vnetcni/internal/agentapi"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
@@ -24,7 +23,7 @@ func newStatusCmd() *cobra.Command {
 		Short: "Show the node agent (vnetd): health, address pools, datapath repairs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := agent.GetStatus(stateDir)
+			s, err := agentapi.GetStatus(stateDir)
 			if errors.Is(err, agentapi.ErrNoAgent) {
 				return fmt.Errorf("no vnetd serves %s: the plugins work standalone (start it: systemctl start vnetd, or the DaemonSet)", stateDir)
 			}

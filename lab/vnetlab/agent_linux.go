@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vnetcni/vnetcni/internal/agent"
+	"github.com/vnetcni/vnetcni/internal/agentapi"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/store"
 	"github.com/vnetcni/vnetcni/lab/daemon"
@@ -53,7 +54,7 @@ func (l *Lab) startAgents(ctx context.Context, binDir string) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for _, v := range l.Nodes() {
 		for {
-			if _, err := agent.GetStatus(l.StateDir(v.Name)); err == nil {
+			if _, err := agentapi.GetStatus(l.StateDir(v.Name)); err == nil {
 				break
 			} else if time.Now().After(deadline) || ctx.Err() != nil {
 				log, _ := os.ReadFile(filepath.Join(l.VMDir(v.Name), "vnetd.log"))
