@@ -61,6 +61,7 @@ type Agent struct {
 	metrics *metrics
 	sem     chan struct{}
 	kick    chan struct{} // asks the reconciler for a pass now
+	netns   string        // the network namespace served (agentapi.NetNSID)
 
 	saveMu   sync.Mutex // one networks file writer at a time
 	mu       sync.Mutex
@@ -95,6 +96,7 @@ func New(cfg Config) *Agent {
 		networks: map[string][]byte{},
 		ipamNets: map[string][]byte{},
 		repairs:  map[string]int{},
+		netns:    agentapi.NetNSID(),
 	}
 	for _, name := range []string{netconf.PluginType, netconf.IPAMType} {
 		p := cniplugin.New(name)

@@ -57,6 +57,10 @@ func (a *Agent) run(req *agentapi.Request) *agentapi.Response {
 		b, _ := json.Marshal(a.status(os.Getpid()))
 		return &agentapi.Response{Proto: agentapi.Proto, Version: buildinfo.String(), Stdout: b}
 	}
+	if req.HostNetNS != "" && req.HostNetNS != a.netns {
+		a.log.Warn("request from another network namespace; the plugin runs it itself", "cmd", req.Command, "container", req.ContainerID)
+		return &agentapi.Response{Proto: agentapi.Proto, Version: buildinfo.String(), Foreign: true}
+	}
 	p, ok := a.plugins[req.Plugin]
 	if !ok {
 		return &agentapi.Response{Proto: agentapi.Proto, Version: buildinfo.String(),

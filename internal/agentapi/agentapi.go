@@ -55,6 +55,10 @@ type Request struct {
 	Path        string `json:"path,omitempty"`
 	Stdin       []byte `json:"stdin"`
 	Trace       bool   `json:"trace,omitempty"` // AZURE_VNET_TRACE=1: return the phase timings
+	// HostNetNS is the plugin's network namespace (NetNSID): the node the
+	// runtime meant. An agent of another namespace (a VM's namespace
+	// deleted and made anew under a live agent) does not serve it.
+	HostNetNS string `json:"hostNetns,omitempty"`
 }
 
 // Response is the outcome of a Request.
@@ -64,6 +68,9 @@ type Response struct {
 	Stdout  []byte `json:"stdout,omitempty"` // the result to print, on success
 	Error   *Error `json:"error,omitempty"`  // the CNI error, on failure
 	Trace   string `json:"trace,omitempty"`  // what the command wrote to stderr (trace lines)
+	// Foreign says the agent serves another network namespace than the
+	// plugin's: nothing was done, and the plugin runs the command itself.
+	Foreign bool `json:"foreign,omitempty"`
 }
 
 // Error is a CNI error as the plugin prints it.

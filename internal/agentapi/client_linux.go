@@ -52,3 +52,13 @@ func Call(socket string, req *Request) (*Response, error) {
 	}
 	return &resp, nil
 }
+
+// NetNSID identifies the calling process's network namespace: the device
+// and inode of /proc/self/ns/net ("" if it cannot be read).
+func NetNSID() string {
+	var st syscall.Stat_t
+	if err := syscall.Stat("/proc/self/ns/net", &st); err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+}

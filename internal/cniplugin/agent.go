@@ -31,11 +31,17 @@ func (p *Plugin) viaAgent(verb string, args *skel.CmdArgs) (handled bool, err er
 	resp, err := agentapi.Call(agentapi.SocketPath(p.StateDir), &agentapi.Request{
 		Plugin: p.Name, Version: buildinfo.String(), Command: verb, Trace: p.Trace,
 		ContainerID: args.ContainerID, Netns: args.Netns, IfName: args.IfName, Args: args.Args, Path: args.Path,
-		Stdin: args.StdinData,
+		Stdin: args.StdinData, HostNetNS: agentapi.NetNSID(),
 	})
 	if err != nil {
 		if p.Trace && !errors.Is(err, agentapi.ErrNoAgent) {
 			fmt.Fprintf(p.Stderr, "%s: %v; running standalone\n", p.Name, err)
+		}
+		return false, nil
+	}
+	if resp.Foreign {
+		if p.Trace {
+			fmt.Fprintf(p.Stderr, "%s: the agent serves another network namespace; running standalone\n", p.Name)
 		}
 		return false, nil
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/vnetcni/vnetcni/internal/agent"
@@ -41,11 +42,19 @@ func (l *Lab) startAgents(ctx context.Context, binDir string) error {
 	}
 	for _, v := range l.Nodes() {
 		d := l.agentDaemon(v.Name)
-		if _, ok := d.Running(); ok {
-			continue
+		vmNS := netns.Path(fabric.Open(l.Spec).VMNetNS(v.Name))
+		if pid, ok := d.Running(); ok {
+			if sameNetNS(pid, vmNS) {
+				continue
+			}
+			// The VM's namespace was made anew (up repairing a damaged
+			// lab): its agent serves the old one.
+			if err := d.Stop(5 * time.Second); err != nil {
+				return err
+			}
 		}
 		env := []string{store.EnvDir + "=" + l.StateDir(v.Name), "AZURE_VNET_LOG_FILE=" + filepath.Join(l.VMDir(v.Name), "azure-vnet.log")}
-		if _, err := d.Start(netns.Path(fabric.Open(l.Spec).VMNetNS(v.Name)), env, filepath.Join(l.VMDir(v.Name), "vnetd.log"), bin,
+		if _, err := d.Start(vmNS, env, filepath.Join(l.VMDir(v.Name), "vnetd.log"), bin,
 			"--state-dir="+l.StateDir(v.Name), "--http="+agent.DefaultHTTPAddr); err != nil {
 			return err
 		}
@@ -78,4 +87,14 @@ func (l *Lab) stopAgents() error {
 		return fmt.Errorf("stop agents: %v", errs)
 	}
 	return nil
+}
+
+// sameNetNS reports whether process pid runs in the network namespace
+// mounted at path.
+func sameNetNS(pid int, path string) bool {
+	var a, b syscall.Stat_t
+	if syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &a) != nil || syscall.Stat(path, &b) != nil {
+		return false
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
 }
