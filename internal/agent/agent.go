@@ -101,7 +101,7 @@ func New(cfg Config) *Agent {
 	for _, name := range []string{netconf.PluginType, netconf.IPAMType} {
 		p := cniplugin.New(name)
 		p.StateDir = cfg.StateDir
-		p.Log = cfg.Log.With("plugin", name)
+		p.Log = cniplugin.OpenLog(name).With("via", "vnetd")
 		p.OnStateWrite = a.metrics.stateWrites.Inc
 		a.plugins[name] = p
 	}

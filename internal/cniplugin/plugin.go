@@ -74,6 +74,11 @@ func (p *Plugin) print(res types.Result, cniVersion string) error {
 	return r.PrintTo(p.Stdout)
 }
 
+// OpenLog is the log of a plugin's CNI calls: $AZURE_VNET_LOG_FILE, by
+// default DefaultLogFile. The agent logs the calls it serves there too, so
+// an operator finds every call in one place whichever path served it.
+func OpenLog(name string) *slog.Logger { return openLog(os.Getenv(EnvLogFile), name) }
+
 func openLog(path, name string) *slog.Logger {
 	var w io.Writer
 	switch path {
@@ -126,7 +131,7 @@ func (p *Plugin) command(verb string, fn func(*skel.CmdArgs, *tracer) error) fun
 // run executes one command in this process, its result printed to p.Stdout.
 func (p *Plugin) run(verb string, fn func(*skel.CmdArgs, *tracer) error, args *skel.CmdArgs) error {
 	if p.Log == nil {
-		p.Log = openLog(os.Getenv(EnvLogFile), p.Name)
+		p.Log = OpenLog(p.Name)
 	}
 	tr := newTracer(p.Trace)
 	err := fn(args, tr)
