@@ -7,12 +7,14 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/vnetcni/vnetcni/internal/ipam"
 	"github.com/vnetcni/vnetcni/internal/netconf"
 )
 
-// status reports whether an ADD could be served now: the pool is known
-// (cached and fresh, or readable from its source) and has a free address.
+// status reports whether the node can network pods: the NIC is there and
+// the pool is known (cached and fresh, or readable from its source). A full
+// pool is not an unready network: ADD answers "try again later" (code 11)
+// until a pod is deleted, and the pods already running are unaffected, so
+// the node stays ready when it is busiest.
 func (p *Plugin) status(args *skel.CmdArgs, tr *tracer) error {
 	conf, err := netconf.Parse(args.StdinData)
 	if err != nil {
@@ -31,15 +33,9 @@ func (p *Plugin) status(args *skel.CmdArgs, tr *tracer) error {
 		return types.NewError(types.ErrPluginNotAvailable, err.Error(), "")
 	}
 	mgr := n.manager()
-	pool, err := mgr.Pool(context.Background())
+	_, err = mgr.Pool(context.Background())
 	if err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("address pool unknown: %v", err), "")
-	}
-	if st, err = n.store.Read(); err != nil {
-		return err
-	}
-	if free := ipam.Free(st, pool); len(free) == 0 {
-		return types.NewError(types.ErrPluginNotAvailable, (&ipam.ExhaustedError{Pool: pool.ID, Subnet: pool.Subnet, Total: len(pool.Addresses), InUse: ipam.InUse(st, pool)}).Error(), "")
 	}
 	return nil
 }

@@ -271,18 +271,27 @@ func TestGC(t *testing.T) {
 	mustPing(t, keep.ns, m.spec.PrimaryIP)
 }
 
-// TestStatus reports 50 when no address can be served.
-func TestStatus(t *testing.T) {
-	c := newCluster(t, clusterOpts{vms: 1, secondaries: 1, conflist: conflist(t, "1.1.0", datapath.ModeBridge, nil)})
-	m := c.vms[0]
-	if err := m.runner.Status(context.Background(), m.list); err != nil {
-		t.Fatalf("STATUS with a free address: %v", err)
-	}
-	m.addPod(t, "only")
-	err := m.runner.Status(context.Background(), m.list)
-	var te *types.Error
-	if !errors.As(err, &te) || te.Code != types.ErrPluginNotAvailable {
-		t.Errorf("STATUS with the pool used up: %v, want code 50", err)
+// TestStatusFullPool: a full pool leaves the network ready (issue 12 case
+// 5): STATUS succeeds while ADD answers "try again later" (code 11), so
+// containerd keeps NetworkReady=true on the busiest nodes.
+func TestStatusFullPool(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			c := newCluster(t, clusterOpts{vms: 1, secondaries: 1, conflist: conflist(t, "1.1.0", mode, nil)})
+			m := c.vms[0]
+			if err := m.runner.Status(context.Background(), m.list); err != nil {
+				t.Fatalf("STATUS with a free address: %v", err)
+			}
+			m.addPod(t, "only")
+			if err := m.runner.Status(context.Background(), m.list); err != nil {
+				t.Errorf("STATUS with the pool used up: %v, want success", err)
+			}
+			_, err := m.tryAddPod(t, "more")
+			var te *types.Error
+			if !errors.As(err, &te) || te.Code != types.ErrTryAgainLater {
+				t.Errorf("ADD with the pool used up: %v, want code 11", err)
+			}
+		})
 	}
 }
 
