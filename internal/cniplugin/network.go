@@ -1,11 +1,13 @@
 package cniplugin
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -238,25 +240,83 @@ func (n *node) ensureNetwork(st *store.State, pool *store.Pool) (datapath.Rules,
 	if err := n.host.Sysctl("net/ipv4/ip_forward", "1"); err != nil {
 		return r, err
 	}
-	resync := !r.Present(n.host.NFT)
-	var pods []datapath.PodElem
-	if resync && st != nil {
-		for _, e := range st.Endpoints {
-			if e.Network == n.conf.Name {
-				mac, _ := net.ParseMAC(e.PodMAC)
-				pods = append(pods, datapath.PodElem{HostIf: e.HostIfName, MAC: mac, IP: e.IP.Addr()})
-			}
-		}
+	if err := n.programRules(st, r); err != nil {
+		return r, err
 	}
-	if err := r.Program(n.host.NFT, resync, pods); err != nil {
+	spec, err := json.Marshal(r)
+	if err != nil {
 		return r, err
 	}
 	err = n.store.Update(func(st *store.State) error {
 		rec := n.record(st, pool)
 		rec.Rules = r.Fingerprint()
+		rec.RulesSpec = spec
 		return nil
 	})
 	return r, err
+}
+
+// programRules makes the kernel hold the network's static rules and the
+// elements of every pod the state records, whatever was lost: nothing (a
+// no-op), the rules of a flushed table or chain, or every table (`nft flush
+// ruleset`, a reboot of the firewall service). Idempotent.
+func (n *node) programRules(st *store.State, r datapath.Rules) error {
+	damage, err := r.Damage(n.host.NFT)
+	if err != nil {
+		return err
+	}
+	var pods []datapath.PodElem
+	if st != nil {
+		for _, e := range st.Endpoints {
+			if e.Network == n.conf.Name && e.Mode == n.conf.Mode {
+				mac, _ := net.ParseMAC(e.PodMAC)
+				pods = append(pods, datapath.PodElem{HostIf: e.HostIfName, MAC: mac, IP: e.IP.Addr()})
+			}
+		}
+	}
+	// Without its tables the kernel has no pod elements to keep: take
+	// them from the state. Otherwise the elements present are kept (the
+	// state may be a rebuilt one) and the recorded ones added.
+	resync := !r.Present(n.host.NFT)
+	if err := r.Program(n.host.NFT, resync, pods); err != nil {
+		return err
+	}
+	if len(damage) > 0 {
+		if st != nil && st.Networks[n.conf.Name] != nil {
+			n.p.Log.Warn("nftables rules damaged; reprogrammed", "network", n.conf.Name, "damage", damage, "pods", len(pods))
+		}
+		if !resync {
+			var errs []error
+			for _, p := range pods {
+				errs = append(errs, r.AddPod(n.host.NFT, p))
+			}
+			if err := errors.Join(errs...); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// damage is what the kernel lacks of the recorded network's static rules;
+// nothing when the network was never set up on this node.
+func (n *node) damage(st *store.State) ([]string, error) {
+	rec := st.Networks[n.conf.Name]
+	if rec == nil {
+		return nil, nil
+	}
+	if n.master == nil {
+		if err := n.resolveMaster(st); err != nil {
+			return nil, err
+		}
+	}
+	return n.rules(st.Pools[rec.Pool]).Damage(n.host.NFT)
+}
+
+// damagedError says what of a network's rules is missing and what repairs it.
+func damagedError(network string, damage []string) error {
+	return fmt.Errorf("nftables rules of network %s damaged (%s): pods cannot leave the node as built; the next ADD or `vnetctl doctor --fix` reprograms them",
+		network, strings.Join(damage, "; "))
 }
 
 // ready is the cheap per-ADD check that the network is set up as configured.
@@ -268,7 +328,10 @@ func (n *node) ready(st *store.State, r datapath.Rules, b datapath.Bridge) bool 
 	if n.conf.Mode == netconf.ModeBridge && !b.Ready(n.host.Netlink) {
 		return false
 	}
-	return r.Present(n.host.NFT)
+	// The rules themselves, not only their tables: `nft flush table`
+	// keeps the tables and empties them.
+	damage, err := r.Damage(n.host.NFT)
+	return err == nil && len(damage) == 0
 }
 
 func (n *node) record(st *store.State, pool *store.Pool) *store.Network {

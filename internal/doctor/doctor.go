@@ -72,8 +72,10 @@ const (
 	// OutsidePool: an allocated address the NIC no longer has. Not
 	// fixable here: the pod must be moved.
 	OutsidePool Kind = "outside-pool"
-	// MissingRules: a network with live pods has no nftables tables. Not
-	// fixable here: the next ADD programs them, with every recorded pod.
+	// MissingRules: a network's static nftables rules are missing or
+	// damaged (a flushed ruleset, table or chain). Fix: program them again
+	// with every live pod's elements, from the configuration the state
+	// records (networks set up by an older version: the next ADD).
 	MissingRules Kind = "missing-rules"
 )
 
@@ -88,7 +90,7 @@ func (k Kind) Garbage() bool {
 }
 
 // Fixable reports whether the doctor can repair a kind.
-func (k Kind) Fixable() bool { return k != OutsidePool && k != MissingRules }
+func (k Kind) Fixable() bool { return k != OutsidePool }
 
 // Finding is one difference, with what its repair needs.
 type Finding struct {
@@ -110,6 +112,8 @@ type Finding struct {
 	elem     *datapath.Element
 	route    *Route
 	file     string
+	rules    *datapath.Rules    // MissingRules: what to program
+	pods     []datapath.PodElem // MissingRules: the live pods' elements
 }
 
 // Key is the container interface a finding is about ("" when none).
@@ -152,6 +156,10 @@ type Tables struct {
 	Mode    string
 	Present bool
 	Elems   []datapath.Element
+	// Rules is the static configuration the state records for the
+	// network (nil when none is), Damage what the kernel lacks of it.
+	Rules  *datapath.Rules
+	Damage []string
 }
 
 // Route is a route through a host veth.
@@ -281,11 +289,20 @@ func Diagnose(s *Snapshot) []*Finding {
 	for _, network := range sortedKeys(k.Tables) {
 		t := k.Tables[network]
 		w := want[network]
-		if !t.Present {
-			if len(w) > 0 {
-				add(&Finding{Kind: MissingRules, Network: network, Subject: datapath.TableName(network),
-					Detail: "no nftables tables for a network with live pods; the next ADD programs them"})
+		if len(t.Damage) > 0 || (!t.Present && len(w) > 0) {
+			f := &Finding{Kind: MissingRules, Network: network, Subject: datapath.TableName(network), rules: t.Rules,
+				Detail: "no nftables tables for a network with live pods; the next ADD programs them"}
+			if len(t.Damage) > 0 {
+				f.Detail = "static rules damaged: " + strings.Join(t.Damage, "; ")
 			}
+			for _, l := range keep {
+				if l.net == network {
+					f.pods = append(f.pods, datapath.PodElem{HostIf: l.hostIf, MAC: l.mac, IP: l.ip})
+				}
+			}
+			add(f)
+		}
+		if !t.Present {
 			continue
 		}
 		have := map[string]datapath.Element{}

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -154,6 +155,17 @@ func (d *Doctor) kernel(st *store.State) (*Kernel, error) {
 		if err != nil {
 			return nil, err
 		}
+		if rec := recorded(st, n); rec != nil && len(rec.RulesSpec) > 0 {
+			// The rules the plugin programmed, as it recorded them.
+			var r datapath.Rules
+			if err := json.Unmarshal(rec.RulesSpec, &r); err != nil {
+				return nil, fmt.Errorf("network %s: recorded rules: %w", n, err)
+			}
+			if t.Damage, err = r.Damage(d.Host.NFT); err != nil {
+				return nil, err
+			}
+			t.Rules = &r
+		}
 		k.Tables[n] = t
 	}
 	routes, err := d.Host.Netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
@@ -174,6 +186,13 @@ func (d *Doctor) kernel(st *store.State) (*Kernel, error) {
 		k.Routes = append(k.Routes, Route{Dst: dst, Dev: dev})
 	}
 	return k, nil
+}
+
+func recorded(st *store.State, network string) *store.Network {
+	if st == nil {
+		return nil
+	}
+	return st.Networks[network]
 }
 
 // tables reads a network's pod elements.
@@ -263,6 +282,8 @@ func (d *Doctor) Run(fix bool, which func(Kind) bool) (*Report, error) {
 			return nil, err
 		}
 	}
+	// The rules first: a pod's elements need their tables.
+	sort.SliceStable(fresh, func(i, j int) bool { return fresh[i].Kind == MissingRules && fresh[j].Kind != MissingRules })
 	for _, f := range fresh {
 		if !f.Kind.Fixable() || f.Kind == StateDamaged {
 			continue
@@ -345,6 +366,22 @@ func (d *Doctor) repair(f *Finding) error {
 		return d.removeAttachment(f.endpoint.HostIfName, f.endpoint.Mode, f.endpoint.Network, f.endpoint.IP.Addr(), mac, f.key)
 	case LeakedAllocation:
 		return d.release(f.key)
+	case MissingRules:
+		if f.rules == nil {
+			return errors.New("the state records no rules configuration for it (set up by an older version); the next ADD programs them")
+		}
+		// Equivalent to what ADD does on a damaged node: the static rules
+		// again, pod elements kept (or, with the tables gone, from the
+		// live pods), then every live pod's elements.
+		resync := !f.rules.Present(d.Host.NFT)
+		if err := f.rules.Program(d.Host.NFT, resync, f.pods); err != nil {
+			return err
+		}
+		var errs []error
+		for _, p := range f.pods {
+			errs = append(errs, f.rules.AddPod(d.Host.NFT, p))
+		}
+		return errors.Join(errs...)
 	case MissingElement:
 		if f.att == nil {
 			return errors.New("no live attachment to take the elements from")

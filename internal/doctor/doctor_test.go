@@ -56,6 +56,9 @@ func TestDiagnoseTable(t *testing.T) {
 		{"tables gone with live pods", func(s *Snapshot) {
 			s.Kernel.Tables["azure"] = &Tables{Mode: datapath.ModeBridge}
 		}, []string{"missing-rules " + datapath.TableName("azure")}},
+		{"rules flushed, tables kept", func(s *Snapshot) {
+			s.Kernel.Tables["azure"].Damage = []string{"chain bridge azure-vnet-azure postrouting has 0 rules, want 6"}
+		}, []string{"missing-rules " + datapath.TableName("azure")}},
 		{"tables gone without pods are fine", func(s *Snapshot) {
 			s.State = store.NewState()
 			s.Kernel = &Kernel{Veths: map[string]*Veth{}, Tables: map[string]*Tables{"azure": {Mode: datapath.ModeBridge}}}
@@ -84,12 +87,12 @@ func TestDiagnoseTable(t *testing.T) {
 }
 
 func TestKinds(t *testing.T) {
-	for _, k := range []Kind{OutsidePool, MissingRules} {
+	for _, k := range []Kind{OutsidePool} {
 		if k.Fixable() || k.Garbage() {
 			t.Errorf("%s: fixable %t, garbage %t; want neither", k, k.Fixable(), k.Garbage())
 		}
 	}
-	for _, k := range []Kind{UnrecordedAttachment, DuplicateAddress, Mismatch, MissingElement, MissingRoute, StateDamaged} {
+	for _, k := range []Kind{UnrecordedAttachment, DuplicateAddress, Mismatch, MissingElement, MissingRoute, StateDamaged, MissingRules} {
 		if !k.Fixable() || k.Garbage() {
 			t.Errorf("%s: fixable %t, garbage %t; want a fixable repair that is not garbage", k, k.Fixable(), k.Garbage())
 		}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -50,6 +51,9 @@ type Network struct {
 	Bridge string `json:"bridge,omitempty"` // bridge mode only
 	Pool   string `json:"pool"`             // Pool ID
 	Rules  string `json:"rules,omitempty"`  // fingerprint of the programmed static rules
+	// RulesSpec is the static rules' configuration as the datapath encodes
+	// it, so the doctor can check and rebuild them without the conflist.
+	RulesSpec json.RawMessage `json:"rulesSpec,omitempty"`
 	// MasterConfig is the master's configuration before bridge mode moved it
 	// to the bridge, kept so an interrupted move can be finished or undone.
 	MasterConfig *LinkConfig `json:"masterConfig,omitempty"`
