@@ -49,6 +49,8 @@ veths) and reports every difference:
   outside-pool           an allocated address the NIC no longer has (reported only)
   missing-rules          a network's nftables rules are missing or damaged, e.g. by
                          nft flush ruleset (programmed again, with every live pod)
+  br-netfilter-off       bridge mode without br_netfilter loaded and on: Service
+                         replies between pods of the node hang (loaded, turned on)
 
 Repairs of an attachment wait for a command running on it and look again
 first.`+doctorExitCodes, nil)

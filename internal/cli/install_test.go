@@ -26,7 +26,7 @@ func TestInstallCommand(t *testing.T) {
 	run := func() string {
 		var out, errOut bytes.Buffer
 		cmd := newRoot(&out, &errOut)
-		cmd.SetArgs([]string{"install", "--bin-dir", src, "--cni-bin-dir", bin, "--cni-conf-dir", confDir})
+		cmd.SetArgs([]string{"install", "--bin-dir", src, "--cni-bin-dir", bin, "--cni-conf-dir", confDir, "--modules-load-dir", filepath.Join(root, "modules-load.d")})
 		if err := cmd.ExecuteContext(context.Background()); err != nil {
 			t.Fatalf("vnetctl install: %v\n%s%s", err, out.String(), errOut.String())
 		}
@@ -38,6 +38,9 @@ func TestInstallCommand(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(confDir, conf.FileName)); err != nil || !bytes.Equal(b, conf.Conflist) {
 		t.Errorf("installed conflist %q (%v), want the embedded sample", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "modules-load.d", install.ModulesLoadFileName)); err != nil || !strings.Contains(string(b), "\nbr_netfilter\n") {
+		t.Errorf("modules-load.d file %q (%v), want it to name br_netfilter", b, err)
 	}
 	if second := run(); strings.Contains(second, "installed") || strings.Contains(second, "updated") {
 		t.Errorf("second install printed:\n%s\nwant every file unchanged", second)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -230,11 +229,9 @@ func (n *node) ensureNetwork(st *store.State, pool *store.Pool) (datapath.Rules,
 		}
 		// Replies of NATed connections (Services, host ports) that reach a
 		// pod over the bridge are un-NATed by bridge netfilter, as Azure's
-		// bridge mode requires; where it exists, make sure it is on.
-		if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err == nil {
-			if err := n.host.Sysctl("net/bridge/bridge-nf-call-iptables", "1"); err != nil {
-				return r, err
-			}
+		// bridge mode requires: load it where it is a module, turn it on.
+		if err := n.host.EnsureBridgeNetfilter(); err != nil {
+			return r, err
 		}
 	}
 	if err := n.host.Sysctl("net/ipv4/ip_forward", "1"); err != nil {
@@ -325,8 +322,13 @@ func (n *node) ready(st *store.State, r datapath.Rules, b datapath.Bridge) bool 
 	if rec == nil || rec.Rules != r.Fingerprint() {
 		return false
 	}
-	if n.conf.Mode == netconf.ModeBridge && !b.Ready(n.host.Netlink) {
-		return false
+	if n.conf.Mode == netconf.ModeBridge {
+		if !b.Ready(n.host.Netlink) {
+			return false
+		}
+		if _, on, err := datapath.BridgeNetfilter(); err != nil || !on {
+			return false
+		}
 	}
 	// The rules themselves, not only their tables: `nft flush table`
 	// keeps the tables and empties them.

@@ -77,6 +77,11 @@ const (
 	// with every live pod's elements, from the configuration the state
 	// records (networks set up by an older version: the next ADD).
 	MissingRules Kind = "missing-rules"
+	// BridgeNetfilterOff: a bridge-mode network on a node where
+	// br_netfilter is not loaded or not on: replies of Service connections
+	// between two pods of the node bypass conntrack and hang. Fix: load the
+	// module, turn its sysctl on.
+	BridgeNetfilterOff Kind = "br-netfilter-off"
 )
 
 // Garbage reports whether a kind is left over by interrupted or failed work
@@ -141,6 +146,8 @@ type Kernel struct {
 	Tables map[string]*Tables // by network, for every network known
 	Routes []Route            // main-table routes through host veths
 	Modes  map[string]string  // network -> mode, from the veths' aliases
+	// BridgeNetfilter: br_netfilter's sysctl exists (Loaded) and is 1 (On).
+	BridgeNetfilter struct{ Loaded, On bool }
 }
 
 // Veth is a host-side veth.
@@ -341,6 +348,17 @@ func Diagnose(s *Snapshot) []*Finding {
 			}
 			add(f)
 		}
+	}
+	for _, network := range sortedKeys(st.Networks) {
+		if st.Networks[network].Mode != datapath.ModeBridge || k.BridgeNetfilter.On {
+			continue
+		}
+		detail := datapath.BridgeNetfilterSysctl + " is 0"
+		if !k.BridgeNetfilter.Loaded {
+			detail = datapath.BridgeNetfilterModule + " is not loaded"
+		}
+		add(&Finding{Kind: BridgeNetfilterOff, Network: network, Subject: datapath.BridgeNetfilterModule,
+			Detail: detail + ": replies of Service connections between pods of this node bypass conntrack"})
 	}
 	wantRoute := map[Route]bool{}
 	for _, r := range wantRoutes {

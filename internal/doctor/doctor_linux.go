@@ -20,6 +20,7 @@ import (
 	"github.com/vnetcni/vnetcni/internal/attachment"
 	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/ipam"
+	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
 
@@ -30,6 +31,17 @@ type Doctor struct {
 	Host  *datapath.Host // netlink and nftables of the node's namespace
 	Now   func() time.Time
 	close func()
+	// netnsPath is the node's namespace ("" for the caller's own), where
+	// its sysctls are read and written.
+	netnsPath string
+}
+
+// inNode runs fn in the node's namespace.
+func (d *Doctor) inNode(fn func() error) error {
+	if d.netnsPath == "" {
+		return fn()
+	}
+	return netns.DoPath(d.netnsPath, fn)
 }
 
 // Open returns a doctor for the node whose state is in stateDir and whose
@@ -60,6 +72,7 @@ func Open(stateDir, netnsPath string) (*Doctor, error) {
 		return nil, fmt.Errorf("open nftables in netns %s: %w", netnsPath, err)
 	}
 	d.Host = &datapath.Host{Netlink: h, NFT: c}
+	d.netnsPath = netnsPath
 	d.close = func() { h.Close(); ns.Close() }
 	return d, nil
 }
@@ -167,6 +180,12 @@ func (d *Doctor) kernel(st *store.State) (*Kernel, error) {
 			t.Rules = &r
 		}
 		k.Tables[n] = t
+	}
+	if err := d.inNode(func() (err error) {
+		k.BridgeNetfilter.Loaded, k.BridgeNetfilter.On, err = datapath.BridgeNetfilter()
+		return err
+	}); err != nil {
+		return nil, err
 	}
 	routes, err := d.Host.Netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
@@ -382,6 +401,8 @@ func (d *Doctor) repair(f *Finding) error {
 			errs = append(errs, f.rules.AddPod(d.Host.NFT, p))
 		}
 		return errors.Join(errs...)
+	case BridgeNetfilterOff:
+		return d.inNode(d.Host.EnsureBridgeNetfilter)
 	case MissingElement:
 		if f.att == nil {
 			return errors.New("no live attachment to take the elements from")

@@ -31,11 +31,13 @@ func TestDiagnoseTable(t *testing.T) {
 		return st
 	}
 	healthyKernel := func() *Kernel {
-		return &Kernel{
+		k := &Kernel{
 			Veths:  map[string]*Veth{hostIf: {Name: hostIf, Labeled: true, Att: att}},
 			Tables: map[string]*Tables{"azure": {Mode: datapath.ModeBridge, Present: true, Elems: datapath.PodElements(datapath.ModeBridge, datapath.PodElem{HostIf: hostIf, IP: ip, MAC: mac})}},
 			Modes:  map[string]string{"azure": datapath.ModeBridge},
 		}
+		k.BridgeNetfilter.Loaded, k.BridgeNetfilter.On = true, true
+		return k
 	}
 	for _, tc := range []struct {
 		name string
@@ -59,6 +61,9 @@ func TestDiagnoseTable(t *testing.T) {
 		{"rules flushed, tables kept", func(s *Snapshot) {
 			s.Kernel.Tables["azure"].Damage = []string{"chain bridge azure-vnet-azure postrouting has 0 rules, want 6"}
 		}, []string{"missing-rules " + datapath.TableName("azure")}},
+		{"br_netfilter not loaded", func(s *Snapshot) {
+			s.Kernel.BridgeNetfilter.Loaded, s.Kernel.BridgeNetfilter.On = false, false
+		}, []string{"br-netfilter-off br_netfilter"}},
 		{"tables gone without pods are fine", func(s *Snapshot) {
 			s.State = store.NewState()
 			s.Kernel = &Kernel{Veths: map[string]*Veth{}, Tables: map[string]*Tables{"azure": {Mode: datapath.ModeBridge}}}

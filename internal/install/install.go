@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/netconf"
 )
 
@@ -24,6 +25,14 @@ import (
 const (
 	DefaultBinDir  = "/opt/cni/bin"
 	DefaultConfDir = "/etc/cni/net.d"
+)
+
+// Bridge mode needs br_netfilter (see datapath.BridgeNetfilterModule);
+// where it is a module, systemd-modules-load loads it at boot from this
+// file. The plugin also loads it when it sets up a bridge.
+const (
+	DefaultModulesLoadDir = "/etc/modules-load.d"
+	ModulesLoadFileName   = "azure-vnet.conf"
 )
 
 // Binaries are installed into the bin directory: the plugins and the
@@ -39,6 +48,9 @@ type Options struct {
 	ConflistName    string // e.g. 10-azure.conflist
 	Conflist        []byte
 	ReplaceConflist bool // replace an existing conflist that differs
+	// ModulesLoadDir, when set, receives ModulesLoadFileName naming the
+	// kernel modules the plugins need at boot.
+	ModulesLoadDir string
 }
 
 // Outcome says what Install did with one file.
@@ -102,6 +114,17 @@ func Install(o Options) ([]Action, error) {
 		}
 		dst := filepath.Join(o.BinDir, b)
 		out, err := place(dst, data, 0o755, true)
+		if err != nil {
+			return acts, err
+		}
+		acts = append(acts, Action{dst, out})
+	}
+	if o.ModulesLoadDir != "" {
+		if err := os.MkdirAll(o.ModulesLoadDir, 0o755); err != nil {
+			return acts, err
+		}
+		dst := filepath.Join(o.ModulesLoadDir, ModulesLoadFileName)
+		out, err := place(dst, []byte("# azure-vnet bridge mode: conntrack for bridged traffic (Service replies between pods of a node)\n"+datapath.BridgeNetfilterModule+"\n"), 0o644, true)
 		if err != nil {
 			return acts, err
 		}

@@ -138,7 +138,7 @@ func TestInstallScript(t *testing.T) {
 	bin, confDir := filepath.Join(root, "opt-cni-bin"), filepath.Join(root, "etc-cni-net.d")
 	run := func(env []string, args ...string) (string, error) {
 		cmd := exec.Command("bash", append([]string{script}, args...)...)
-		cmd.Env = append(os.Environ(), append([]string{"CNI_BIN_DIR=" + bin, "CNI_CONF_DIR=" + confDir, "REPLACE_CONFLIST="}, env...)...)
+		cmd.Env = append(os.Environ(), append([]string{"CNI_BIN_DIR=" + bin, "CNI_CONF_DIR=" + confDir, "REPLACE_CONFLIST=", "MODULES_LOAD_DIR=" + filepath.Join(root, "modules-load.d")}, env...)...)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -150,7 +150,7 @@ func TestInstallScript(t *testing.T) {
 		wantErr bool
 		want    []string // substrings of the output
 	}{
-		{name: "fresh", args: []string{"v2.0.0", tgz}, want: []string{"azure-vnet installed", conf.FileName + " installed", "verified: CNI plugin azure-vnet v2.0.0"}},
+		{name: "fresh", args: []string{"v2.0.0", tgz}, want: []string{"azure-vnet installed", conf.FileName + " installed", "azure-vnet.conf installed", "verified: CNI plugin azure-vnet v2.0.0"}},
 		{name: "idempotent", args: []string{"v2.0.0", tgz}, want: []string{"azure-vnet unchanged", conf.FileName + " unchanged"}},
 		{name: "edited conflist kept", args: []string{"v2.0.0", tgz}, prepare: func() {
 			os.WriteFile(filepath.Join(confDir, conf.FileName), []byte("{}"), 0o644)

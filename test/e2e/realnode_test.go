@@ -3,10 +3,13 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -120,6 +123,70 @@ func TestFirewallFlush(t *testing.T) {
 						mustPing(t, a.ns, b.ip)
 					}
 				})
+			}
+		})
+	}
+}
+
+// serviceVIP is a ClusterIP as kube-proxy would program it in the VM.
+var serviceVIP = netip.MustParseAddr("10.96.0.10")
+
+// addService DNATs serviceVIP:80 to backend:8080 in a VM, as kube-proxy's
+// nftables mode does.
+func addService(t *testing.T, m *vm, backend netip.Addr) {
+	t.Helper()
+	rules := fmt.Sprintf(`table ip e2e-svc {
+	chain prerouting { type nat hook prerouting priority dstnat; ip daddr %s tcp dport 80 dnat to %s:8080; }
+	chain output { type nat hook output priority -100; ip daddr %s tcp dport 80 dnat to %s:8080; }
+}`, serviceVIP, backend, serviceVIP, backend)
+	cmd := exec.Command("nsenter", "--net="+netns.Path(m.ns), "--", "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("program the service in %s: %v %s", m.ns, err, out)
+	}
+}
+
+// TestBridgeNetfilter (case 3): without br_netfilter on, the reply of a
+// pod behind a ClusterIP to a client pod on the same node stays on the
+// bridge, bypasses conntrack and the connection hangs. ADD turns it on (and
+// loads the module where it is one), the doctor reports and repairs it.
+func TestBridgeNetfilter(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			c := newCluster(t, clusterOpts{vms: 1, secondaries: 4, conflist: conflist(t, "1.1.0", mode, nil)})
+			m := c.vms[0]
+			client := m.addPod(t, "client")
+			backend := m.addPod(t, "backend")
+			echoServer(t, backend.ns, backend.ip, 8080)
+			addService(t, m, backend.ip)
+			vip := netip.AddrPortFrom(serviceVIP, 80)
+			mustTCP(t, client.ns, vip)
+
+			for _, repair := range []string{"add", "doctor"} {
+				// What a node without the module looks like to bridge mode.
+				if out, err := runIn(m.ns, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"); err != nil {
+					t.Fatalf("sysctl in %s: %v %s", m.ns, err, out)
+				}
+				out, code := m.vnetctl(t, "doctor")
+				if mode == datapath.ModeBridge {
+					if code != 1 || !strings.Contains(out, "br-netfilter-off") {
+						t.Errorf("doctor with br_netfilter off: exit %d, want 1 reporting br-netfilter-off\n%s", code, out)
+					}
+					if err := probe.TCPConnect(client.ns, vip, 500*time.Millisecond); err == nil {
+						t.Errorf("pod to ClusterIP to a pod of its node worked with br_netfilter off; the test proves nothing")
+					}
+				} else if code != 0 {
+					t.Errorf("doctor in transparent mode (no bridge): exit %d, want 0\n%s", code, out)
+				}
+				switch repair {
+				case "add":
+					m.addPod(t, "next")
+				case "doctor":
+					if out, code := m.vnetctl(t, "doctor", "--fix"); code != 0 {
+						t.Errorf("vnetctl doctor --fix: exit %d\n%s", code, out)
+					}
+				}
+				mustTCP(t, client.ns, vip)
 			}
 		})
 	}
