@@ -156,6 +156,11 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 		}
 	}()
 
+	// The pod is recorded: a DEL of the network's last other pod no longer
+	// removes the accepts this adds.
+	if err := n.ensureForward(rules); err != nil {
+		return err
+	}
 	if err := n.host.Add(ep, rules); err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EBADF) {
 			return withKind(errNetNS, err)

@@ -164,6 +164,7 @@ func (n *node) rules(pool *store.Pool) datapath.Rules {
 	}
 	if pool != nil {
 		r.PrimaryIP = pool.PrimaryIP
+		r.Subnet = pool.Subnet
 	}
 	if n.conf.Mode != netconf.ModeBridge {
 		r.Bridge = ""
@@ -293,6 +294,43 @@ func (n *node) programRules(st *store.State, r datapath.Rules) error {
 		}
 	}
 	return nil
+}
+
+// ensureForward lets the network's pods through another firewall's forward
+// chain that drops by policy (Docker's). It runs after the pod is recorded,
+// so a DEL of the network's last pod, which removes the accepts under the
+// network lock, either sees the pod or is followed by this.
+func (n *node) ensureForward(r datapath.Rules) error {
+	missing, err := r.ForwardAcceptMissing(n.host.NFT)
+	if err != nil || !missing {
+		return err
+	}
+	unlock, err := n.store.Lock(networkLock)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return r.EnsureForwardAccept(n.host.NFT)
+}
+
+// dropForward removes the network's accepts from another firewall's forward
+// chain once the network has no pod left on the node.
+func (n *node) dropForward() error {
+	unlock, err := n.store.Lock(networkLock)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := n.store.Read()
+	if err != nil {
+		return nil // a damaged state: keep the accepts
+	}
+	for _, e := range st.Endpoints {
+		if e.Network == n.conf.Name {
+			return nil
+		}
+	}
+	return delRules(n.conf.Name, n.conf.Mode).RemoveForwardAccept(n.host.NFT)
 }
 
 // damage is what the kernel lacks of the recorded network's static rules;

@@ -20,8 +20,9 @@ import (
 type Rules struct {
 	Network       string
 	Mode          string
-	Master        string // the NIC, e.g. eth0
-	Bridge        string // bridge mode only
+	Master        string       // the NIC, e.g. eth0
+	Bridge        string       // bridge mode only
+	Subnet        netip.Prefix // the pool's subnet
 	NICMAC        net.HardwareAddr
 	PrimaryIP     netip.Addr
 	SNAT          bool

@@ -191,3 +191,45 @@ func TestBridgeNetfilter(t *testing.T) {
 		})
 	}
 }
+
+// TestForwardDrop (case 4): with another firewall's FORWARD policy DROP
+// (Docker's `iptables -P FORWARD DROP`, iptables-nft), pods still reach
+// each other on the node and across the VNet, and the internet; the
+// accepts are iptables-readable and go with the network's last pod.
+func TestForwardDrop(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			c := newCluster(t, clusterOpts{vms: 2, secondaries: 4, conflist: conflist(t, "1.1.0", mode, nil)})
+			vm1, vm2 := c.vms[0], c.vms[1]
+			for _, m := range c.vms {
+				if out, err := runIn(m.ns, "iptables-nft", "-P", "FORWARD", "DROP"); err != nil {
+					t.Fatalf("iptables -P FORWARD DROP in %s: %v %s", m.ns, err, out)
+				}
+			}
+			a := vm1.addPod(t, "a")
+			b := vm1.addPod(t, "b")
+			x := vm2.addPod(t, "x")
+			mustPing(t, a.ns, b.ip)
+			mustPing(t, b.ns, a.ip)
+			echoServer(t, b.ns, b.ip, 8080)
+			mustTCP(t, a.ns, netip.AddrPortFrom(b.ip, 8080))
+			mustReachOut(t, a, x)
+			mustReachOut(t, x, a)
+
+			// iptables (Docker's tool) still reads the chain.
+			out, err := runIn(vm1.ns, "iptables-nft", "-S", "FORWARD")
+			if err != nil || !strings.Contains(string(out), `--comment "azure-vnet azure"`) || !strings.Contains(string(out), "-P FORWARD DROP") {
+				t.Errorf("iptables -S FORWARD: %v\n%s\nwant the policy and the network's commented accepts", err, out)
+			}
+			a.del(t)
+			if out, _ := runIn(vm1.ns, "iptables-nft", "-S", "FORWARD"); !strings.Contains(string(out), "azure-vnet azure") {
+				t.Errorf("after DEL of one of two pods the accepts are gone:\n%s", out)
+			}
+			b.del(t)
+			if out, _ := runIn(vm1.ns, "iptables-nft", "-S", "FORWARD"); strings.Contains(string(out), "azure-vnet") {
+				t.Errorf("after DEL of the last pod: accepts left:\n%s", out)
+			}
+			mustReachOut(t, vm1.addPod(t, "c"), x)
+		})
+	}
+}
