@@ -107,6 +107,13 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 	if len(unrecorded) > 0 {
 		p.Log.Warn("pods hold addresses the state does not record; they are not handed out (vnetctl doctor --fix records them)", "addresses", unrecorded)
 	}
+	// Never an address the node holds itself; the NIC's secondaries an
+	// image put on eth0 are claimed (taken off) instead.
+	claimable, own, err := n.poolAddrsOnNode(pool)
+	if err != nil {
+		return err
+	}
+	mgr.NodeHeld = own
 
 	ep := &datapath.Endpoint{
 		Attachment: datapath.Attachment{Mode: conf.Mode, ContainerID: args.ContainerID, IfName: args.IfName, Network: conf.Name, PodMAC: datapath.RandomMAC()},
@@ -156,6 +163,15 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 		}
 	}()
 
+	if len(claimable) > 0 {
+		allocated := func(a netip.Addr) bool {
+			_, ok := st.Allocations[a.String()]
+			return ok || a == ip
+		}
+		if err := n.takeOff(claimable, allocated); err != nil {
+			return err
+		}
+	}
 	// The pod is recorded: a DEL of the network's last other pod no longer
 	// removes the accepts this adds.
 	if err := n.ensureForward(rules); err != nil {

@@ -296,6 +296,61 @@ func (n *node) programRules(st *store.State, r datapath.Rules) error {
 	return nil
 }
 
+// nodeAddr is a pool address the node holds on one of its links.
+type nodeAddr struct {
+	link netlink.Link
+	addr netlink.Addr
+}
+
+// poolAddrsOnNode finds the pool's addresses the node holds on its links.
+// Those on the NIC or its bridge were put there by the image, not for the
+// node: Azure's cloud-init datasource (apply_network_config_for_secondary_ips)
+// and some DHCP setups put every secondary IP of the NIC on eth0. A pod may
+// claim them; the claim takes the address off the link. Addresses on any
+// other link are the node's own and never given to a pod.
+func (n *node) poolAddrsOnNode(pool *store.Pool) (claimable map[netip.Addr]nodeAddr, own map[netip.Addr]bool, err error) {
+	h := n.host.Netlink
+	addrs, err := h.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list the node's addresses: %w", err)
+	}
+	claimable, own = map[netip.Addr]nodeAddr{}, map[netip.Addr]bool{}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok || !pool.Has(ip) {
+			continue
+		}
+		l, err := h.LinkByIndex(a.LinkIndex)
+		if err != nil {
+			return nil, nil, fmt.Errorf("find the link of %s: %w", ip, err)
+		}
+		if name := l.Attrs().Name; name == n.master.Attrs().Name || (n.conf.Mode == netconf.ModeBridge && name == n.bridge) {
+			claimable[ip] = nodeAddr{l, a}
+		} else {
+			own[ip] = true
+		}
+	}
+	return claimable, own, nil
+}
+
+// takeOff removes from the NIC (or its bridge) the pool addresses that pods
+// hold: claimed now, or put back by a DHCP client or networkd since.
+// Equivalent to: ip addr del IP/BITS dev eth0.
+func (n *node) takeOff(claimable map[netip.Addr]nodeAddr, pods func(netip.Addr) bool) error {
+	var errs []error
+	for ip, na := range claimable {
+		if !pods(ip) {
+			continue
+		}
+		if err := n.host.Netlink.AddrDel(na.link, &na.addr); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			errs = append(errs, fmt.Errorf("take pod address %s off %s: %w", ip, na.link.Attrs().Name, err))
+			continue
+		}
+		n.p.Log.Info("took a pod's address off the node's link (the image put the NIC's secondary IPs there)", "address", ip, "link", na.link.Attrs().Name)
+	}
+	return errors.Join(errs...)
+}
+
 // ensureForward lets the network's pods through another firewall's forward
 // chain that drops by policy (Docker's). It runs after the pod is recorded,
 // so a DEL of the network's last pod, which removes the accepts under the

@@ -82,6 +82,11 @@ const (
 	// between two pods of the node bypass conntrack and hang. Fix: load the
 	// module, turn its sysctl on.
 	BridgeNetfilterOff Kind = "br-netfilter-off"
+	// NodeHoldsPodAddress: an address allocated to a pod is also on one of
+	// the node's links (cloud-init, networkd or a DHCP client put the
+	// NIC's secondary IPs on eth0): the node answers for the pod. Fix:
+	// take it off the node's link.
+	NodeHoldsPodAddress Kind = "node-holds-pod-address"
 )
 
 // Garbage reports whether a kind is left over by interrupted or failed work
@@ -117,6 +122,7 @@ type Finding struct {
 	elem     *datapath.Element
 	route    *Route
 	file     string
+	nodeAddr *NodeAddr          // NodeHoldsPodAddress
 	rules    *datapath.Rules    // MissingRules: what to program
 	pods     []datapath.PodElem // MissingRules: the live pods' elements
 }
@@ -148,6 +154,15 @@ type Kernel struct {
 	Modes  map[string]string  // network -> mode, from the veths' aliases
 	// BridgeNetfilter: br_netfilter's sysctl exists (Loaded) and is 1 (On).
 	BridgeNetfilter struct{ Loaded, On bool }
+	// NodeAddrs are the node's IPv4 addresses by the link holding them
+	// (host veths excluded).
+	NodeAddrs map[netip.Addr]NodeAddr
+}
+
+// NodeAddr is an address on one of the node's links.
+type NodeAddr struct {
+	Link   string
+	Prefix netip.Prefix
 }
 
 // Veth is a host-side veth.
@@ -347,6 +362,13 @@ func Diagnose(s *Snapshot) []*Finding {
 				f.key = rec.Key()
 			}
 			add(f)
+		}
+	}
+	for _, a := range st.SortedAllocations() {
+		if na, ok := k.NodeAddrs[a.IP]; ok {
+			add(&Finding{Kind: NodeHoldsPodAddress, Network: a.Network, Subject: a.IP.String(), alloc: a, nodeAddr: &na,
+				Detail: fmt.Sprintf("allocated to %s, but the node's %s holds it too (cloud-init, networkd or a DHCP client put the NIC's secondary IPs there)",
+					store.EndpointKey(a.ContainerID, a.IfName), na.Link)})
 		}
 	}
 	for _, network := range sortedKeys(st.Networks) {

@@ -181,6 +181,20 @@ func (d *Doctor) kernel(st *store.State) (*Kernel, error) {
 		}
 		k.Tables[n] = t
 	}
+	addrs, err := d.Host.Netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	k.NodeAddrs = map[netip.Addr]NodeAddr{}
+	for _, a := range addrs {
+		l, err := d.Host.Netlink.LinkByIndex(a.LinkIndex)
+		if err != nil || strings.HasPrefix(l.Attrs().Name, datapath.HostIfPrefix) {
+			continue
+		}
+		ip, _ := netip.AddrFromSlice(a.IP.To4())
+		ones, _ := a.Mask.Size()
+		k.NodeAddrs[ip] = NodeAddr{Link: l.Attrs().Name, Prefix: netip.PrefixFrom(ip, ones)}
+	}
 	if err := d.inNode(func() (err error) {
 		k.BridgeNetfilter.Loaded, k.BridgeNetfilter.On, err = datapath.BridgeNetfilter()
 		return err
@@ -401,6 +415,13 @@ func (d *Doctor) repair(f *Finding) error {
 			errs = append(errs, f.rules.AddPod(d.Host.NFT, p))
 		}
 		return errors.Join(errs...)
+	case NodeHoldsPodAddress:
+		l, err := d.Host.Netlink.LinkByName(f.nodeAddr.Link)
+		if err != nil {
+			return err
+		}
+		// Equivalent to: ip addr del IP/BITS dev LINK.
+		return d.Host.Netlink.AddrDel(l, &netlink.Addr{IPNet: ipNet(f.nodeAddr.Prefix)})
 	case BridgeNetfilterOff:
 		return d.inNode(d.Host.EnsureBridgeNetfilter)
 	case MissingElement:

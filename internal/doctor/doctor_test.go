@@ -61,6 +61,9 @@ func TestDiagnoseTable(t *testing.T) {
 		{"rules flushed, tables kept", func(s *Snapshot) {
 			s.Kernel.Tables["azure"].Damage = []string{"chain bridge azure-vnet-azure postrouting has 0 rules, want 6"}
 		}, []string{"missing-rules " + datapath.TableName("azure")}},
+		{"the node holds a pod's address", func(s *Snapshot) {
+			s.Kernel.NodeAddrs = map[netip.Addr]NodeAddr{netip.MustParseAddr("10.0.0.10"): {Link: "eth0", Prefix: netip.MustParsePrefix("10.0.0.10/24")}}
+		}, []string{"node-holds-pod-address 10.0.0.10"}},
 		{"br_netfilter not loaded", func(s *Snapshot) {
 			s.Kernel.BridgeNetfilter.Loaded, s.Kernel.BridgeNetfilter.On = false, false
 		}, []string{"br-netfilter-off br_netfilter"}},

@@ -35,6 +35,21 @@ const (
 	ModulesLoadFileName   = "azure-vnet.conf"
 )
 
+// Azure's cloud-init datasource puts every secondary IP of the NIC on eth0
+// (apply_network_config_for_secondary_ips, on by default in many images);
+// they are the pods' addresses. This drop-in turns that off from the next
+// boot on; meanwhile ADD takes an address off eth0 when a pod claims it.
+const (
+	DefaultCloudInitDir   = "/etc/cloud/cloud.cfg.d"
+	CloudInitFileName     = "91-azure-vnet-secondary-ips.cfg"
+	cloudInitSecondaryIPs = `# azure-vnet: the NIC's secondary IP configurations are pod addresses; the
+# node must not put them on eth0.
+datasource:
+  Azure:
+    apply_network_config_for_secondary_ips: false
+`
+)
+
 // Binaries are installed into the bin directory: the plugins and the
 // reference plugins the conflist chains (portmap) or runtimes need
 // (loopback).
@@ -51,6 +66,9 @@ type Options struct {
 	// ModulesLoadDir, when set, receives ModulesLoadFileName naming the
 	// kernel modules the plugins need at boot.
 	ModulesLoadDir string
+	// CloudInitDir, when set and present (cloud-init is installed),
+	// receives CloudInitFileName.
+	CloudInitDir string
 }
 
 // Outcome says what Install did with one file.
@@ -129,6 +147,16 @@ func Install(o Options) ([]Action, error) {
 			return acts, err
 		}
 		acts = append(acts, Action{dst, out})
+	}
+	if o.CloudInitDir != "" {
+		if st, err := os.Stat(o.CloudInitDir); err == nil && st.IsDir() {
+			dst := filepath.Join(o.CloudInitDir, CloudInitFileName)
+			out, err := place(dst, []byte(cloudInitSecondaryIPs), 0o644, true)
+			if err != nil {
+				return acts, err
+			}
+			acts = append(acts, Action{dst, out})
+		}
 	}
 	dst := filepath.Join(o.ConfDir, o.ConflistName)
 	out, err := place(dst, o.Conflist, 0o644, o.ReplaceConflist)

@@ -233,3 +233,91 @@ func TestForwardDrop(t *testing.T) {
 		})
 	}
 }
+
+// TestSecondariesOnEth0 (case 1): cloud-init put every secondary IP of the
+// NIC on eth0. Pods still get them and work in both directions (the claim
+// takes the address off the node's link), an address the node holds on
+// another link is never handed out and is counted when the pool runs out,
+// and an address a DHCP client or networkd puts back is taken off again.
+func TestSecondariesOnEth0(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			c := newCluster(t, clusterOpts{vms: 2, secondaries: 4, secondariesOnEth0: true, conflist: conflist(t, "1.1.0", mode, nil)})
+			vm1, vm2 := c.vms[0], c.vms[1]
+			// One of vm1's pool addresses is the node's own, on another link.
+			own := vm1.spec.SecondaryIPs[3]
+			for _, args := range [][]string{
+				{"ip", "addr", "del", netip.PrefixFrom(own, subnet.Bits()).String(), "dev", "eth0"},
+				{"ip", "addr", "add", own.String() + "/32", "dev", "lo"},
+			} {
+				if out, err := runIn(vm1.ns, args...); err != nil {
+					t.Fatalf("%v in %s: %v %s", args, vm1.ns, err, out)
+				}
+			}
+			a := vm1.addPod(t, "a")
+			b := vm1.addPod(t, "b")
+			x := vm2.addPod(t, "x")
+			for _, p := range []*pod{a, b, x} {
+				if p.ip == own {
+					t.Errorf("pod %s got %s, an address of the node", p.name, p.ip)
+				}
+				if link := nodeLinkOf(t, p.vm, p.ip); link != "" {
+					t.Errorf("pod %s's address %s is still on the node's %s", p.name, p.ip, link)
+				}
+			}
+			mustPing(t, a.ns, b.ip)
+			mustReachOut(t, a, x)
+			mustReachOut(t, x, a)
+			mustPing(t, vm2.ns, a.ip)
+			mustPing(t, a.ns, vm2.spec.PrimaryIP)
+			echoServer(t, a.ns, a.ip, 8080)
+			mustTCP(t, vm2.ns, netip.AddrPortFrom(a.ip, 8080))
+
+			// A DHCP renewal puts a's address back on the NIC (the bridge
+			// in bridge mode); the next ADD takes it off again.
+			dev := "eth0"
+			if mode == datapath.ModeBridge {
+				dev = "azure0"
+			}
+			if out, err := runIn(vm1.ns, "ip", "addr", "add", netip.PrefixFrom(a.ip, subnet.Bits()).String(), "dev", dev); err != nil {
+				t.Fatalf("re-add %s: %v %s", a.ip, err, out)
+			}
+			if out, code := vm1.vnetctl(t, "doctor"); code != 1 || !strings.Contains(out, "node-holds-pod-address") {
+				t.Errorf("vnetctl doctor with %s back on %s: exit %d, want 1 reporting node-holds-pod-address\n%s", a.ip, dev, code, out)
+			}
+			d := vm1.addPod(t, "d")
+			if link := nodeLinkOf(t, vm1, a.ip); link != "" {
+				t.Errorf("after the next ADD, %s is still on %s", a.ip, link)
+			}
+			mustReachOut(t, a, x)
+			mustReachOut(t, d, x)
+
+			_, err := vm1.tryAddPod(t, "e")
+			var te *types.Error
+			if !errors.As(err, &te) || te.Code != types.ErrTryAgainLater || !strings.Contains(te.Msg, "1 more are addresses of the node") {
+				t.Errorf("ADD with the pool used up: %v, want code 11 counting the node's address", err)
+			}
+		})
+	}
+}
+
+// nodeLinkOf names the VM's link holding ip, "" when none does.
+func nodeLinkOf(t *testing.T, m *vm, ip netip.Addr) string {
+	t.Helper()
+	h := m.netlink(t)
+	defer h.Close()
+	addrs, err := h.AddrList(nil, 2 /* AF_INET */)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if got, _ := netip.AddrFromSlice(a.IP.To4()); got == ip {
+			l, err := h.LinkByIndex(a.LinkIndex)
+			if err != nil {
+				return "?"
+			}
+			return l.Attrs().Name
+		}
+	}
+	return ""
+}
