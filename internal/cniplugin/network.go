@@ -11,7 +11,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/vnetcni/vnetcni/internal/attachment"
 	"github.com/vnetcni/vnetcni/internal/datapath"
+	"github.com/vnetcni/vnetcni/internal/incumbent"
 	"github.com/vnetcni/vnetcni/internal/ipam"
 	"github.com/vnetcni/vnetcni/internal/netconf"
 	"github.com/vnetcni/vnetcni/internal/store"
@@ -238,6 +240,12 @@ func (n *node) ensureNetwork(st *store.State, pool *store.Pool) (datapath.Rules,
 	if err := n.host.Sysctl("net/ipv4/ip_forward", "1"); err != nil {
 		return r, err
 	}
+	if err := n.adopt(pool); err != nil {
+		return r, err
+	}
+	if fresh, err := n.store.Read(); err == nil {
+		st = fresh
+	}
 	if err := n.programRules(st, r); err != nil {
 		return r, err
 	}
@@ -294,6 +302,86 @@ func (n *node) programRules(st *store.State, r datapath.Rules) error {
 		}
 	}
 	return nil
+}
+
+// adopt takes over the pods Azure's own azure-vnet attached on this node
+// before these plugins replaced it, when the network is set up: each pod
+// whose host veth still exists (and whose mode is the network's) is
+// recorded as an attachment of this network, its veth labelled like ours,
+// so it keeps working, DEL removes it and the doctor knows it; every other
+// address the incumbent's IPAM hands out is recorded as allocated and never
+// given to a pod. A damaged incumbent file is logged, not fatal.
+func (n *node) adopt(pool *store.Pool) error {
+	if n.p.IncumbentDir == "" {
+		return nil
+	}
+	inc, err := incumbent.Read(n.p.IncumbentDir)
+	if err != nil {
+		n.p.Log.Warn("cannot read the incumbent azure-vnet's state; its pods are not adopted", "dir", n.p.IncumbentDir, "err", err)
+		return nil
+	}
+	if inc.Empty() {
+		return nil
+	}
+	h := n.host.Netlink
+	var atts []datapath.Attachment
+	for _, e := range inc.Endpoints {
+		ip := e.IP.Addr()
+		if e.ContainerID == "" || e.Mode != n.conf.Mode || !pool.Has(ip) || len(e.MAC) != 6 {
+			continue
+		}
+		l, err := h.LinkByName(e.HostIfName)
+		if err != nil {
+			continue // gone with its pod
+		}
+		ifName := e.IfName
+		if ifName == "" {
+			ifName = "eth0"
+		}
+		a := datapath.Attachment{Mode: n.conf.Mode, ContainerID: e.ContainerID, IfName: ifName, Network: n.conf.Name,
+			IP: netip.PrefixFrom(ip, pool.Subnet.Bits()), PodMAC: e.MAC, HostIfName: e.HostIfName}
+		if _, err := datapath.ParseAlias(l.Attrs().Alias); err != nil {
+			// Equivalent to: ip link set VETH alias "azure-vnet …".
+			if err := h.LinkSetAlias(l, a.Alias()); err != nil {
+				return fmt.Errorf("adopt %s of %s: %w", e.HostIfName, e.ContainerID, err)
+			}
+		}
+		atts = append(atts, a)
+	}
+	now := n.p.Now().UTC()
+	adopted, avoided := 0, 0
+	err = n.store.Update(func(st *store.State) error {
+		for i, a := range atts {
+			key := store.EndpointKey(a.ContainerID, a.IfName)
+			if cur := st.Allocations[a.IP.Addr().String()]; cur != nil && store.EndpointKey(cur.ContainerID, cur.IfName) != key {
+				continue
+			}
+			if _, ok := st.Endpoints[key]; ok {
+				continue
+			}
+			e, al := attachment.Record(a, now)
+			e.PodName, e.PodNamespace = inc.Endpoints[i].PodName, inc.Endpoints[i].PodNamespace
+			al.Pool = pool.ID
+			st.Endpoints[key], st.Allocations[a.IP.Addr().String()] = e, al
+			adopted++
+		}
+		for ip, id := range inc.InUse {
+			if !pool.Has(ip) || st.Allocations[ip.String()] != nil {
+				continue
+			}
+			if id == "" {
+				id = "azure-vnet-incumbent-" + ip.String()
+			}
+			st.Allocations[ip.String()] = &store.Allocation{IP: ip, Pool: pool.ID, ContainerID: id, IfName: "eth0",
+				Network: n.conf.Name, Owner: netconf.IPAMType, Time: now}
+			avoided++
+		}
+		return nil
+	})
+	if err == nil && adopted+avoided > 0 {
+		n.p.Log.Info("adopted the incumbent azure-vnet's pods", "pods", adopted, "addressesKept", avoided, "dir", n.p.IncumbentDir)
+	}
+	return err
 }
 
 // nodeAddr is a pool address the node holds on one of its links.

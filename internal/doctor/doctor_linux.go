@@ -19,6 +19,7 @@ import (
 
 	"github.com/vnetcni/vnetcni/internal/attachment"
 	"github.com/vnetcni/vnetcni/internal/datapath"
+	"github.com/vnetcni/vnetcni/internal/incumbent"
 	"github.com/vnetcni/vnetcni/internal/ipam"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/store"
@@ -30,7 +31,11 @@ type Doctor struct {
 	Store *store.Store
 	Host  *datapath.Host // netlink and nftables of the node's namespace
 	Now   func() time.Time
-	close func()
+	// IncumbentDir holds the state files of Azure's own azure-vnet: the
+	// host veths they name are its pods' (until ADD adopts them), never
+	// garbage.
+	IncumbentDir string
+	close        func()
 	// netnsPath is the node's namespace ("" for the caller's own), where
 	// its sysctls are read and written.
 	netnsPath string
@@ -47,7 +52,7 @@ func (d *Doctor) inNode(fn func() error) error {
 // Open returns a doctor for the node whose state is in stateDir and whose
 // network namespace is at netnsPath ("" for the caller's own).
 func Open(stateDir, netnsPath string) (*Doctor, error) {
-	d := &Doctor{Store: store.New(stateDir), Now: time.Now}
+	d := &Doctor{Store: store.New(stateDir), Now: time.Now, IncumbentDir: incumbent.DirFromEnv()}
 	if netnsPath == "" {
 		h, err := datapath.NewHost()
 		if err != nil {
@@ -135,10 +140,21 @@ func (d *Doctor) kernel(st *store.State) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
+	theirs := map[string]bool{}
+	if d.IncumbentDir != "" {
+		if inc, err := incumbent.Read(d.IncumbentDir); err == nil {
+			for _, e := range inc.Endpoints {
+				theirs[e.HostIfName] = true
+			}
+		}
+	}
 	index := map[int]string{}
 	for _, l := range links {
 		if l.Type() != "veth" || !strings.HasPrefix(l.Attrs().Name, datapath.HostIfPrefix) {
 			continue
+		}
+		if _, err := datapath.ParseAlias(l.Attrs().Alias); err != nil && theirs[l.Attrs().Name] {
+			continue // the incumbent azure-vnet's pod, not yet adopted
 		}
 		v := &Veth{Name: l.Attrs().Name, Index: l.Attrs().Index}
 		if a, err := datapath.ParseAlias(l.Attrs().Alias); err == nil {

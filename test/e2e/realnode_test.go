@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/vnetcni/vnetcni/internal/datapath"
+	"github.com/vnetcni/vnetcni/internal/incumbent"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/lab/fabric"
 	"github.com/vnetcni/vnetcni/lab/probe"
@@ -40,6 +42,7 @@ func mustReachOut(t *testing.T, p *pod, peer *pod) {
 func (m *vm) vnetctl(t *testing.T, args ...string) (string, int) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "vnetctl"), append(args, "--netns", netns.Path(m.ns), "--state-dir", filepath.Join(m.dir, "state"))...)
+	cmd.Env = append(os.Environ(), incumbent.EnvDir+"="+m.incumbentDir)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
