@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -426,6 +427,7 @@ func (n *node) poolAddrsOnNode(pool *store.Pool) (claimable map[netip.Addr]nodeA
 // Equivalent to: ip addr del IP/BITS dev eth0.
 func (n *node) takeOff(claimable map[netip.Addr]nodeAddr, pods func(netip.Addr) bool) error {
 	var errs []error
+	var taken []netip.Prefix
 	for ip, na := range claimable {
 		if !pods(ip) {
 			continue
@@ -435,6 +437,22 @@ func (n *node) takeOff(claimable map[netip.Addr]nodeAddr, pods func(netip.Addr) 
 			continue
 		}
 		n.p.Log.Info("took a pod's address off the node's link (the image put the NIC's secondary IPs there)", "address", ip, "link", na.link.Attrs().Name)
+		if p, ok := prefixOfIPNet(*na.addr.IPNet); ok {
+			taken = append(taken, p)
+		}
+	}
+	if len(taken) > 0 {
+		// Remembered so that uninstall gives them back.
+		errs = append(errs, n.store.Update(func(st *store.State) error {
+			if rec := st.Networks[n.conf.Name]; rec != nil {
+				for _, p := range taken {
+					if !slices.Contains(rec.TakenOff, p) {
+						rec.TakenOff = append(rec.TakenOff, p)
+					}
+				}
+			}
+			return nil
+		}))
 	}
 	return errors.Join(errs...)
 }

@@ -181,3 +181,27 @@ func TestInstallScript(t *testing.T) {
 		t.Errorf("after REPLACE_CONFLIST=1 the conflist is %q, want the release's", b)
 	}
 }
+
+// TestUninstall removes what Install wrote but the reference plugins, and
+// is idempotent.
+func TestUninstall(t *testing.T) {
+	src, root := t.TempDir(), t.TempDir()
+	fakeRelease(t, src, "v1.0.0")
+	o := Options{SourceDir: src, BinDir: filepath.Join(root, "bin"), ConfDir: filepath.Join(root, "net.d"),
+		ConflistName: conf.FileName, Conflist: conf.Conflist, ModulesLoadDir: filepath.Join(root, "modules-load.d")}
+	if _, err := Install(o); err != nil {
+		t.Fatal(err)
+	}
+	acts, err := Uninstall(o)
+	if err != nil || len(acts) != 4 {
+		t.Fatalf("Uninstall = %v, %v; want the two plugins, the conflist and the modules-load file removed", acts, err)
+	}
+	for _, b := range []string{"portmap", "loopback"} {
+		if _, err := os.Stat(filepath.Join(o.BinDir, b)); err != nil {
+			t.Errorf("Uninstall removed %s: %v", b, err)
+		}
+	}
+	if acts, err := Uninstall(o); err != nil || len(acts) != 0 {
+		t.Errorf("Uninstall again = %v, %v; want nothing to do", acts, err)
+	}
+}

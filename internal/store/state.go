@@ -57,6 +57,10 @@ type Network struct {
 	// MasterConfig is the master's configuration before bridge mode moved it
 	// to the bridge, kept so an interrupted move can be finished or undone.
 	MasterConfig *LinkConfig `json:"masterConfig,omitempty"`
+	// TakenOff are pool addresses the image had put on the NIC (cloud-init
+	// puts the NIC's secondary IPs on eth0) and ADD took off for pods;
+	// vnetctl uninstall gives them back.
+	TakenOff []netip.Prefix `json:"takenOff,omitempty"`
 }
 
 // LinkConfig is a snapshot of an interface's IPv4 addresses and routes.

@@ -134,7 +134,7 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 	if o.secondariesOnEth0 {
 		for _, v := range spec.VMs {
 			for _, a := range v.SecondaryIPs {
-				if out, err := runIn(f.VMNetNS(v.Name), "ip", "addr", "add", netip.PrefixFrom(a, v.Subnet.Bits()).String(), "dev", "eth0"); err != nil {
+				if out, err := runIn(f.VMNetNS(v.Name), "ip", "addr", "add", netip.PrefixFrom(a, v.Subnet.Bits()).String(), "brd", "+", "dev", "eth0"); err != nil {
 					t.Fatalf("put %s on eth0 of %s: %v %s", a, v.Name, err, out)
 				}
 			}

@@ -8,8 +8,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
 	"github.com/vnetcni/vnetcni/internal/datapath"
@@ -113,4 +116,67 @@ func TestMigrationFromAzureCNI(t *testing.T) {
 		t.Errorf("the address the incumbent's IPAM gave another plugin is not kept")
 	}
 	mustReachOut(t, a, x)
+}
+
+// nodeConfig is a VM's addresses and main-table routes, as `ip -4 addr` and
+// `ip -4 route` print them, sorted.
+func nodeConfig(t *testing.T, m *vm) string {
+	t.Helper()
+	var lines []string
+	for _, args := range [][]string{{"ip", "-4", "-o", "addr", "show"}, {"ip", "-4", "route", "show", "table", "main"}} {
+		out, err := runIn(m.ns, args...)
+		if err != nil {
+			t.Fatalf("%v in %s: %v %s", args, m.ns, err, out)
+		}
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			// Drop the interface index and lifetimes, which a recreated
+			// address does not keep.
+			f := strings.Fields(l)
+			if len(f) > 0 && strings.HasSuffix(f[0], ":") {
+				f = f[1:]
+			}
+			if i := slices.Index(f, "valid_lft"); i >= 0 {
+				f = f[:i]
+			}
+			lines = append(lines, strings.Join(f, " "))
+		}
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+// TestUninstall: `vnetctl uninstall` refuses while pods are attached, then
+// returns a VM booted with the secondaries on eth0 to how it booted: the
+// same addresses and routes, no bridge, no nftables tables, no state.
+func TestUninstall(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			c := newCluster(t, clusterOpts{vms: 2, secondaries: 3, secondariesOnEth0: true, conflist: conflist(t, "1.1.0", mode, nil)})
+			vm1, vm2 := c.vms[0], c.vms[1]
+			booted := nodeConfig(t, vm1)
+			a := vm1.addPod(t, "a")
+			b := vm1.addPod(t, "b")
+			x := vm2.addPod(t, "x")
+			mustReachOut(t, a, x)
+			if out, code := vm1.vnetctl(t, "uninstall", "--keep-files"); code == 0 || !strings.Contains(out, "still attached") {
+				t.Errorf("uninstall with pods attached: exit %d, want a refusal\n%s", code, out)
+			}
+			a.del(t)
+			b.del(t)
+			if out, code := vm1.vnetctl(t, "uninstall", "--keep-files"); code != 0 {
+				t.Fatalf("uninstall: exit %d\n%s", code, out)
+			}
+			if got := nodeConfig(t, vm1); got != booted {
+				t.Errorf("after uninstall the VM's addresses and routes differ from boot (-boot +now):\n%s", cmp.Diff(booted, got))
+			}
+			if out, _ := runIn(vm1.ns, "nft", "list", "ruleset"); strings.TrimSpace(string(out)) != "" {
+				t.Errorf("after uninstall nftables holds:\n%s", out)
+			}
+			if _, err := os.Stat(filepath.Join(vm1.dir, "state")); !os.IsNotExist(err) {
+				t.Errorf("after uninstall the state directory is still there (%v)", err)
+			}
+			mustPing(t, vm1.ns, vm2.spec.PrimaryIP)
+			mustPing(t, vm2.ns, vm1.spec.PrimaryIP)
+		})
+	}
 }
