@@ -100,9 +100,10 @@ type clusterOpts struct {
 	vms         int
 	secondaries int
 	conflist    []byte
-	// secondariesOnEth0 boots the VMs as many Azure images do: cloud-init
-	// put every secondary IP of the NIC on eth0.
-	secondariesOnEth0 bool
+	// cleanVM boots the VMs without the traits of Azure's images (the
+	// NIC's secondary IPs on eth0, a FORWARD policy of DROP) that every
+	// test meets otherwise.
+	cleanVM bool
 }
 
 var subnet = netip.MustParsePrefix("10.0.0.0/24")
@@ -129,17 +130,11 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 		}
 		spec.VMs = append(spec.VMs, v)
 	}
+	if !o.cleanVM {
+		spec.Image = fabric.RealImage
+	}
 	f, svc := fabrictest.Start(t, spec)
 	c := &cluster{t: t, f: f, svc: svc}
-	if o.secondariesOnEth0 {
-		for _, v := range spec.VMs {
-			for _, a := range v.SecondaryIPs {
-				if out, err := runIn(f.VMNetNS(v.Name), "ip", "addr", "add", netip.PrefixFrom(a, v.Subnet.Bits()).String(), "brd", "+", "dev", "eth0"); err != nil {
-					t.Fatalf("put %s on eth0 of %s: %v %s", a, v.Name, err, out)
-				}
-			}
-		}
-	}
 	for _, v := range spec.VMs {
 		dir := t.TempDir()
 		list, err := libcni.ConfListFromBytes(o.conflist)

@@ -202,7 +202,7 @@ func TestBridgeNetfilter(t *testing.T) {
 func TestForwardDrop(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
-			c := newCluster(t, clusterOpts{vms: 2, secondaries: 4, conflist: conflist(t, "1.1.0", mode, nil)})
+			c := newCluster(t, clusterOpts{vms: 2, secondaries: 4, cleanVM: true, conflist: conflist(t, "1.1.0", mode, nil)})
 			vm1, vm2 := c.vms[0], c.vms[1]
 			for _, m := range c.vms {
 				if out, err := runIn(m.ns, "iptables-nft", "-P", "FORWARD", "DROP"); err != nil {
@@ -245,7 +245,7 @@ func TestForwardDrop(t *testing.T) {
 func TestSecondariesOnEth0(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
-			c := newCluster(t, clusterOpts{vms: 2, secondaries: 4, secondariesOnEth0: true, conflist: conflist(t, "1.1.0", mode, nil)})
+			c := newCluster(t, clusterOpts{vms: 2, secondaries: 4, conflist: conflist(t, "1.1.0", mode, nil)})
 			vm1, vm2 := c.vms[0], c.vms[1]
 			// One of vm1's pool addresses is the node's own, on another link.
 			own := vm1.spec.SecondaryIPs[3]
