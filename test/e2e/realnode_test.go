@@ -324,3 +324,23 @@ func nodeLinkOf(t *testing.T, m *vm, ip netip.Addr) string {
 	}
 	return ""
 }
+
+// TestNewerStateRefused: a state file written by a newer version (after a
+// downgrade) is refused, not rebuilt over: ADD fails saying so, and the file
+// is left as it was.
+func TestNewerStateRefused(t *testing.T) {
+	c := newCluster(t, clusterOpts{vms: 1, secondaries: 2, conflist: conflist(t, "1.1.0", datapath.ModeBridge, nil)})
+	m := c.vms[0]
+	m.addPod(t, "a")
+	path := filepath.Join(m.dir, "state", "state.json")
+	newer := []byte(`{"version":7,"leases":{"10.0.0.10":"ctr-vm1-a"}}`)
+	if err := os.WriteFile(path, newer, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.tryAddPod(t, "b"); err == nil || !strings.Contains(err.Error(), "newer version") {
+		t.Errorf("ADD over a newer state file: %v, want a refusal naming the newer version", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != string(newer) {
+		t.Errorf("the newer state file was changed to %s", b)
+	}
+}
