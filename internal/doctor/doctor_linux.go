@@ -593,12 +593,19 @@ func (d *Doctor) deleteElems(network string, e datapath.Element) error {
 // the host veths' aliases, as the plugin does.
 func (d *Doctor) rebuildState() error {
 	s := *d.Store
-	s.Rebuild = func(error) (*store.State, error) {
+	s.Rebuild = func(cause error) (*store.State, error) {
 		atts, err := d.Host.Attachments()
 		if err != nil {
 			return nil, err
 		}
 		st, _ := attachment.Rebuild(atts, d.Now())
+		var de *store.DamagedError
+		if errors.As(cause, &de) && de.Salvage != nil {
+			attachment.Salvage(st, de.Salvage)
+			if st.Validate() != nil {
+				st, _ = attachment.Rebuild(atts, d.Now())
+			}
+		}
 		return st, nil
 	}
 	return s.Update(func(*store.State) error { return nil })

@@ -62,6 +62,10 @@ type DamagedError struct {
 	Path   string
 	Reason string
 	Err    error
+	// Salvage is the file's content when it decoded but is inconsistent:
+	// a rebuild may keep what the kernel cannot tell (see
+	// attachment.Salvage). Nil otherwise.
+	Salvage *State
 }
 
 func (e *DamagedError) Error() string {
@@ -167,7 +171,7 @@ func Decode(b []byte, path string) (*State, error) {
 	}
 	st.init()
 	if err := st.Validate(); err != nil {
-		return nil, &DamagedError{Path: path, Reason: "inconsistent", Err: err}
+		return nil, &DamagedError{Path: path, Reason: "inconsistent", Err: err, Salvage: st}
 	}
 	return st, nil
 }
