@@ -16,10 +16,16 @@
 # existing conflist that differs is kept, unless --force or
 # REPLACE_CONFLIST=1 (the old one is then kept as .bak). Finally runs the
 # installed azure-vnet --version (and checks it names the version asked for).
+# Bridge mode needs br_netfilter: it is named in $MODULES_LOAD_DIR
+# (/etc/modules-load.d)/azure-vnet.conf for boot and loaded now if it is not.
+# Where cloud-init is installed, $CLOUD_INIT_DIR (/etc/cloud/cloud.cfg.d)
+# gets a drop-in that keeps it from putting the NIC's secondary IPs on eth0.
 set -euo pipefail
 
 bin_dir=${CNI_BIN_DIR:-/opt/cni/bin}
 conf_dir=${CNI_CONF_DIR:-/etc/cni/net.d}
+modules_dir=${MODULES_LOAD_DIR-/etc/modules-load.d}
+cloud_dir=${CLOUD_INIT_DIR-/etc/cloud/cloud.cfg.d}
 replace=${REPLACE_CONFLIST:-0}
 conflist=10-azure.conflist
 binaries=(azure-vnet azure-vnet-ipam portmap loopback)
@@ -29,7 +35,7 @@ args=()
 for a in "$@"; do
   case "$a" in
     --force) replace=1 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "install-cni-plugin.sh: unknown option $a" >&2; exit 2 ;;
     *) args+=("$a") ;;
   esac
@@ -120,6 +126,21 @@ if [ -f "$dst" ] && ! cmp -s "$src/$conflist" "$dst"; then
   fi
 else
   place "$src/$conflist" "$dst" 644
+fi
+
+# br_netfilter: at boot, and now (bridge mode's Service replies between
+# pods of one node need conntrack on the bridge).
+if [ -n "$modules_dir" ]; then
+  mkdir -p "$modules_dir"
+  printf '# azure-vnet bridge mode: conntrack for bridged traffic (Service replies between pods of a node)\nbr_netfilter\n' > "$work/modules.conf"
+  place "$work/modules.conf" "$modules_dir/azure-vnet.conf" 644
+fi
+if [ -n "$cloud_dir" ] && [ -d "$cloud_dir" ]; then
+  printf '# azure-vnet: the NIC'"'"'s secondary IP configurations are pod addresses; the\n# node must not put them on eth0.\ndatasource:\n  Azure:\n    apply_network_config_for_secondary_ips: false\n' > "$work/cloud.cfg"
+  place "$work/cloud.cfg" "$cloud_dir/91-azure-vnet-secondary-ips.cfg" 644
+fi
+if [ ! -e /proc/sys/net/bridge/bridge-nf-call-iptables ]; then
+  modprobe br_netfilter || say "warning: could not load br_netfilter (bridge mode loads it on its first pod)"
 fi
 
 # Verify what was installed.

@@ -56,3 +56,48 @@ func Rebuild(atts []datapath.Attachment, now time.Time) (st *store.State, droppe
 	}
 	return st, dropped
 }
+
+// Salvage adds to a state rebuilt from the kernel what a damaged file that
+// still decodes says and the kernel cannot: the networks' records (the
+// NIC's configuration saved before the bridge took it, the rules), the
+// cached pools, and the addresses the IPAM plugin gave to other plugins'
+// pods, which have no host veth to rebuild them from. What conflicts with
+// the rebuilt state is left out. It returns how many allocations it kept.
+func Salvage(st, old *store.State) (kept int) {
+	if old == nil {
+		return 0
+	}
+	for name, n := range old.Networks {
+		if n != nil && n.Name == name && st.Networks[name] == nil {
+			st.Networks[name] = n
+		}
+	}
+	for id, p := range old.Pools {
+		if p != nil && p.ID == id && st.Pools[id] == nil {
+			st.Pools[id] = p
+		}
+	}
+	holders := map[string]bool{}
+	for _, a := range st.Allocations {
+		holders[store.EndpointKey(a.ContainerID, a.IfName)] = true
+	}
+	for k, a := range old.Allocations {
+		if a == nil || a.Owner != netconf.IPAMType || !a.IP.IsValid() || a.IP.String() != k || a.ContainerID == "" {
+			continue
+		}
+		if _, taken := st.Allocations[k]; taken {
+			continue
+		}
+		if a.Pool != "" && st.Pools[a.Pool] == nil {
+			continue
+		}
+		key := store.EndpointKey(a.ContainerID, a.IfName)
+		if holders[key] {
+			continue
+		}
+		holders[key] = true
+		st.Allocations[k] = a
+		kept++
+	}
+	return kept
+}

@@ -47,8 +47,12 @@ veths) and reports every difference:
   temp-file              a temporary state file of a killed writer (removed)
   stale-lock-file        the lock file of an attachment that is gone (removed)
   outside-pool           an allocated address the NIC no longer has (reported only)
-  missing-rules          a network with pods has no nftables tables (reported only;
-                         the next ADD programs them)
+  missing-rules          a network's nftables rules are missing or damaged, e.g. by
+                         nft flush ruleset (programmed again, with every live pod)
+  node-holds-pod-address a pod's address is on a node link too, e.g. put on eth0 by
+                         cloud-init or a DHCP client (taken off the node's link)
+  br-netfilter-off       bridge mode without br_netfilter loaded and on: Service
+                         replies between pods of the node hang (loaded, turned on)
 
 Repairs of an attachment wait for a command running on it and look again
 first.`+doctorExitCodes, nil)

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vnetcni/vnetcni/conf"
+	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/install"
 )
 
@@ -21,7 +22,9 @@ func newInstallCmd() *cobra.Command {
 		Long: `Copies azure-vnet, azure-vnet-ipam, portmap and loopback from --bin-dir (default: vnetctl's
 own directory) into the CNI bin directory, writes the sample conflist (built into vnetctl)
 into the CNI configuration directory, and runs the installed azure-vnet --version.
-Identical files are left alone; an existing conflist that differs is kept unless --force.
+Names br_netfilter in /etc/modules-load.d/azure-vnet.conf and loads it if it is not
+(bridge mode needs it), and tells cloud-init (/etc/cloud/cloud.cfg.d, if present) not to
+put the NIC's secondary IPs on eth0. Identical files are left alone; an existing conflist that differs is kept unless --force.
 Same as scripts/install-cni-plugin.sh; CNI_BIN_DIR and CNI_CONF_DIR set the defaults.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -39,12 +42,20 @@ Same as scripts/install-cni-plugin.sh; CNI_BIN_DIR and CNI_CONF_DIR set the defa
 				return err
 			}
 			fmt.Fprintf(out, "verified: %s\n", v)
+			// Bridge mode needs br_netfilter now, not only after a reboot.
+			if loaded, _, err := datapath.BridgeNetfilter(); err == nil && !loaded {
+				if err := datapath.LoadModule(datapath.BridgeNetfilterModule); err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v (bridge mode loads it on its first pod)\n", err)
+				}
+			}
 			return nil
 		},
 	}
 	c.Flags().StringVar(&o.SourceDir, "bin-dir", selfDir(), "where the binaries to install are")
 	c.Flags().StringVar(&o.BinDir, "cni-bin-dir", envOr("CNI_BIN_DIR", install.DefaultBinDir), "CNI bin directory ($CNI_BIN_DIR)")
 	c.Flags().StringVar(&o.ConfDir, "cni-conf-dir", envOr("CNI_CONF_DIR", install.DefaultConfDir), "CNI configuration directory ($CNI_CONF_DIR)")
+	c.Flags().StringVar(&o.ModulesLoadDir, "modules-load-dir", envOr("MODULES_LOAD_DIR", install.DefaultModulesLoadDir), "where to name the kernel modules to load at boot, br_netfilter ($MODULES_LOAD_DIR; empty: nowhere)")
+	c.Flags().StringVar(&o.CloudInitDir, "cloud-init-dir", envOr("CLOUD_INIT_DIR", install.DefaultCloudInitDir), "where cloud-init is told not to put the NIC's secondary IPs on eth0, if it exists ($CLOUD_INIT_DIR; empty: nowhere)")
 	c.Flags().BoolVar(&o.ReplaceConflist, "force", os.Getenv("REPLACE_CONFLIST") == "1", "replace an existing conflist that differs (the old one is kept as .bak; $REPLACE_CONFLIST=1)")
 	return c
 }

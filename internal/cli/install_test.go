@@ -23,10 +23,14 @@ func TestInstallCommand(t *testing.T) {
 		}
 	}
 	bin, confDir := filepath.Join(root, "bin"), filepath.Join(root, "net.d")
+	cloudDir := filepath.Join(root, "cloud.cfg.d")
+	if err := os.Mkdir(cloudDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	run := func() string {
 		var out, errOut bytes.Buffer
 		cmd := newRoot(&out, &errOut)
-		cmd.SetArgs([]string{"install", "--bin-dir", src, "--cni-bin-dir", bin, "--cni-conf-dir", confDir})
+		cmd.SetArgs([]string{"install", "--bin-dir", src, "--cni-bin-dir", bin, "--cni-conf-dir", confDir, "--modules-load-dir", filepath.Join(root, "modules-load.d"), "--cloud-init-dir", cloudDir})
 		if err := cmd.ExecuteContext(context.Background()); err != nil {
 			t.Fatalf("vnetctl install: %v\n%s%s", err, out.String(), errOut.String())
 		}
@@ -38,6 +42,12 @@ func TestInstallCommand(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(confDir, conf.FileName)); err != nil || !bytes.Equal(b, conf.Conflist) {
 		t.Errorf("installed conflist %q (%v), want the embedded sample", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "modules-load.d", install.ModulesLoadFileName)); err != nil || !strings.Contains(string(b), "\nbr_netfilter\n") {
+		t.Errorf("modules-load.d file %q (%v), want it to name br_netfilter", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(cloudDir, install.CloudInitFileName)); err != nil || !strings.Contains(string(b), "apply_network_config_for_secondary_ips: false") {
+		t.Errorf("cloud-init drop-in %q (%v), want it to turn off secondary IPs on eth0", b, err)
 	}
 	if second := run(); strings.Contains(second, "installed") || strings.Contains(second, "updated") {
 		t.Errorf("second install printed:\n%s\nwant every file unchanged", second)

@@ -84,6 +84,13 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 	if err := n.avoidHeld(mgr, rules, st, damaged); err != nil {
 		return err
 	}
+	// Never an address the node holds itself; the NIC's secondaries an
+	// image put on eth0 are claimed (taken off) instead.
+	claimable, own, err := n.poolAddrsOnNode(pool)
+	if err != nil {
+		return err
+	}
+	mgr.NodeHeld = own
 	ep := n.newEndpoint(args)
 	ip, pool, err := n.allocate(mgr, ep, args.Netns, pa)
 	if err != nil {
@@ -104,6 +111,20 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 		}
 	}()
 
+	if len(claimable) > 0 {
+		allocated := func(a netip.Addr) bool {
+			_, ok := st.Allocations[a.String()]
+			return ok || a == ip
+		}
+		if err := n.takeOff(claimable, allocated); err != nil {
+			return err
+		}
+	}
+	// The pod is recorded: a DEL of the network's last other pod no longer
+	// removes the accepts this adds.
+	if err := n.ensureForward(rules); err != nil {
+		return err
+	}
 	if err := n.k.Add(ep, rules); err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EBADF) {
 			return withKind(errNetNS, err)

@@ -15,7 +15,8 @@ import (
 
 // check compares the kernel with prevResult: the recorded endpoint must
 // exist with prevResult's address and gateway, still be allocated to the
-// container, and be present in the kernel as built.
+// container, and be present in the kernel as built, the network's static
+// rules included. It reports; ADD and `vnetctl doctor --fix` repair.
 func (p *Plugin) check(args *skel.CmdArgs, tr *tracer) error {
 	conf, err := netconf.Parse(args.StdinData)
 	if err != nil {
@@ -71,6 +72,15 @@ func (p *Plugin) check(args *skel.CmdArgs, tr *tracer) error {
 	}
 	ep := endpointOf(st, rec)
 	ep.Netns = args.Netns
+	// The pod's own elements are not enough: without the static rules its
+	// traffic leaves the node unrewritten and unmasqueraded.
+	damage, err := n.damage(st)
+	if err != nil {
+		return err
+	}
+	if len(damage) > 0 {
+		return damagedError(conf.Name, damage)
+	}
 	return n.k.Check(ep, delRules(conf.Name, rec.Mode))
 }
 

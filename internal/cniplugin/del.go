@@ -53,9 +53,25 @@ func (n *node) remove(containerID, ifName string, tr *tracer) error {
 		return err
 	}
 	tr.mark("kernel")
-	_, err = n.p.release(n, containerID, ifName)
+	if _, err = n.p.release(n, containerID, ifName); err != nil {
+		return err
+	}
 	tr.mark("ipam")
-	return err
+	if !hasEndpoints(st, n.conf.Name, containerID, ifName) {
+		return n.dropForward()
+	}
+	return nil
+}
+
+// hasEndpoints reports whether the state records endpoints of the network
+// other than containerID/ifName.
+func hasEndpoints(st *store.State, network, containerID, ifName string) bool {
+	for k, e := range st.Endpoints {
+		if e.Network == network && k != store.EndpointKey(containerID, ifName) {
+			return true
+		}
+	}
+	return false
 }
 
 // teardown removes the kernel side of one attachment, whatever the state

@@ -52,13 +52,22 @@ func (k *fakeKernel) Link(name string) (netlink.Link, error) {
 
 func (k *fakeKernel) NetworkReady(datapath.Rules, *datapath.Bridge) bool { return k.rules }
 
-func (k *fakeKernel) SetUpNetwork(r datapath.Rules, b *datapath.Bridge, _ *store.LinkConfig, _ func(*store.LinkConfig) error, pods []datapath.PodElem) error {
+func (k *fakeKernel) Host() *datapath.Host { return nil }
+
+func (k *fakeKernel) Damage(datapath.Rules) ([]string, error) {
+	if !k.rules {
+		return []string{"tables missing"}, nil
+	}
+	return nil, nil
+}
+
+func (k *fakeKernel) SetUpNetwork(r datapath.Rules, b *datapath.Bridge, _ *store.LinkConfig, _ func(*store.LinkConfig) error, pods []datapath.PodElem) ([]string, error) {
 	if b != nil {
 		k.logf("bridge %s master %s", b.Name, b.Master)
 	}
 	k.logf("program %s %s (%d pods)", datapath.TableName(r.Network), r.Mode, len(pods))
 	k.rules = true
-	return nil
+	return nil, nil
 }
 
 func (k *fakeKernel) HeldPods(datapath.Rules) ([]datapath.PodElem, error) {

@@ -23,9 +23,12 @@ type kernel interface {
 	// rules) is in place.
 	NetworkReady(r datapath.Rules, b *datapath.Bridge) bool
 	// SetUpNetwork builds the node-level network: the bridge (bridge mode,
-	// b set), the sysctls, and the rules, with pods' elements when the
-	// rules were missing.
-	SetUpNetwork(r datapath.Rules, b *datapath.Bridge, saved *store.LinkConfig, persist func(*store.LinkConfig) error, pods []datapath.PodElem) error
+	// b set) with bridge netfilter, the sysctls, and the rules, with the
+	// pods' elements when the rules were lost or damaged (what was damaged
+	// is returned, for the log). Idempotent.
+	SetUpNetwork(r datapath.Rules, b *datapath.Bridge, saved *store.LinkConfig, persist func(*store.LinkConfig) error, pods []datapath.PodElem) (damage []string, err error)
+	// Damage is what the kernel lacks of the network's static rules.
+	Damage(r datapath.Rules) ([]string, error)
 	// HeldPods lists the pod addresses the network's rules hold.
 	HeldPods(r datapath.Rules) ([]datapath.PodElem, error)
 
@@ -38,6 +41,11 @@ type kernel interface {
 	// Alias is the alias of a node interface ("" when it has none or
 	// does not exist).
 	Alias(name string) string
+
+	// Host is the real kernel's handles, for what only a real node has
+	// (adopting the incumbent's veths, the node's own addresses, another
+	// firewall's forward chain); nil on a fake kernel.
+	Host() *datapath.Host
 
 	// SetMark times the kernel's steps (AZURE_VNET_TRACE).
 	SetMark(func(step string))

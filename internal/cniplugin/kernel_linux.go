@@ -53,18 +53,30 @@ func (k hostKernel) Link(name string) (netlink.Link, error) {
 	return k.h.Netlink.LinkByName(name)
 }
 
+func (k hostKernel) Host() *datapath.Host { return k.h }
+
+func (k hostKernel) Damage(r datapath.Rules) ([]string, error) { return r.Damage(k.h.NFT) }
+
 func (k hostKernel) NetworkReady(r datapath.Rules, b *datapath.Bridge) bool {
-	if b != nil && !b.Ready(k.h.Netlink) {
-		return false
+	if b != nil {
+		if !b.Ready(k.h.Netlink) {
+			return false
+		}
+		if _, on, err := datapath.BridgeNetfilter(); err != nil || !on {
+			return false
+		}
 	}
-	return r.Present(k.h.NFT)
+	// The rules themselves, not only their tables: `nft flush table`
+	// keeps the tables and empties them.
+	damage, err := r.Damage(k.h.NFT)
+	return err == nil && len(damage) == 0
 }
 
-func (k hostKernel) SetUpNetwork(r datapath.Rules, b *datapath.Bridge, saved *store.LinkConfig, persist func(*store.LinkConfig) error, pods []datapath.PodElem) error {
+func (k hostKernel) SetUpNetwork(r datapath.Rules, b *datapath.Bridge, saved *store.LinkConfig, persist func(*store.LinkConfig) error, pods []datapath.PodElem) ([]string, error) {
 	h := k.h
 	if b != nil {
 		if err := b.Ensure(h.Netlink, saved, persist); err != nil {
-			return fmt.Errorf("set up bridge %s: %w", b.Name, err)
+			return nil, fmt.Errorf("set up bridge %s: %w", b.Name, err)
 		}
 		if h.Mark != nil {
 			h.Mark("bridge") // AZURE_VNET_TRACE: the move to the bridge
@@ -73,26 +85,43 @@ func (k hostKernel) SetUpNetwork(r datapath.Rules, b *datapath.Bridge, saved *st
 		// by: the node must route it without telling the pod to go direct.
 		for _, s := range []string{"net/ipv4/conf/all/send_redirects", "net/ipv4/conf/" + b.Name + "/send_redirects"} {
 			if err := h.Sysctl(s, "0"); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		// Replies of NATed connections (Services, host ports) that reach a
 		// pod over the bridge are un-NATed by bridge netfilter, as Azure's
-		// bridge mode requires; where it exists, make sure it is on.
-		if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err == nil {
-			if err := h.Sysctl("net/bridge/bridge-nf-call-iptables", "1"); err != nil {
-				return err
-			}
+		// bridge mode requires: load it where it is a module, turn it on.
+		if err := h.EnsureBridgeNetfilter(); err != nil {
+			return nil, err
 		}
 	}
 	if err := h.Sysctl("net/ipv4/ip_forward", "1"); err != nil {
-		return err
+		return nil, err
 	}
+	// The static rules and the recorded pods' elements, whatever was lost:
+	// nothing (a no-op), the rules of a flushed table or chain, or every
+	// table (`nft flush ruleset`, a restart of the firewall service).
+	damage, err := r.Damage(h.NFT)
+	if err != nil {
+		return nil, err
+	}
+	// Without its tables the kernel has no pod elements to keep: take them
+	// from the state. Otherwise the elements present are kept (the state
+	// may be a rebuilt one) and the recorded ones added.
 	resync := !r.Present(h.NFT)
-	if !resync {
-		pods = nil
+	if err := r.Program(h.NFT, resync, pods); err != nil {
+		return nil, err
 	}
-	return r.Program(h.NFT, resync, pods)
+	if len(damage) > 0 && !resync {
+		var errs []error
+		for _, p := range pods {
+			errs = append(errs, r.AddPod(h.NFT, p))
+		}
+		if err := errors.Join(errs...); err != nil {
+			return damage, err
+		}
+	}
+	return damage, nil
 }
 
 // CheckNetNS verifies CNI_NETNS names a network namespace, and not the

@@ -17,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/vnetcni/vnetcni/internal/buildinfo"
+	"github.com/vnetcni/vnetcni/internal/incumbent"
 	"github.com/vnetcni/vnetcni/internal/ipam"
 	"github.com/vnetcni/vnetcni/internal/netconf"
 	"github.com/vnetcni/vnetcni/internal/store"
@@ -48,18 +49,22 @@ type Plugin struct {
 	// OnStateWrite, when set, hears of every state file write (the agent
 	// counts them).
 	OnStateWrite func()
+	// IncumbentDir holds the state files of Azure's own azure-vnet, whose
+	// pods are adopted when the network is first set up.
+	IncumbentDir string
 }
 
 // New returns a plugin configured from the environment. Nothing is opened
 // until a command runs: VERSION touches no log, lock or state file.
 func New(name string) *Plugin {
 	return &Plugin{
-		Name:     name,
-		StateDir: store.DirFromEnv(),
-		Stdout:   os.Stdout,
-		Stderr:   os.Stderr,
-		Now:      time.Now,
-		Trace:    os.Getenv(EnvTrace) == "1",
+		Name:         name,
+		StateDir:     store.DirFromEnv(),
+		IncumbentDir: incumbent.DirFromEnv(),
+		Stdout:       os.Stdout,
+		Stderr:       os.Stderr,
+		Now:          time.Now,
+		Trace:        os.Getenv(EnvTrace) == "1",
 
 		openKernel: openHostKernel,
 	}

@@ -43,11 +43,10 @@ func (rc *Reconciler) Reconcile(stdin []byte) ([]Repair, error) {
 		return nil, err
 	}
 	defer n.close()
-	hk, ok := n.k.(hostKernel)
-	if !ok {
+	host := n.host
+	if host == nil {
 		return nil, fmt.Errorf("reconcile needs the node's kernel")
 	}
-	host := hk.h
 	st, _, err := n.readState()
 	if err != nil {
 		return nil, err

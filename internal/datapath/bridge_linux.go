@@ -308,3 +308,74 @@ func moveDNS(from, to string) {
 		_ = exec.Command(resolvectl, append([]string{what, to}, vals...)...).Run()
 	}
 }
+
+// Restore undoes Ensure: the master leaves the bridge and gets back its
+// addresses and routes (saved, the snapshot taken before the move, or what
+// the bridge holds now), and the bridge is deleted. A missing bridge is
+// not an error. Equivalent to: ip link set eth0 nomaster; ip addr del …
+// dev azure0; ip addr add … dev eth0; ip route replace … dev eth0; ip link
+// del azure0.
+func (b Bridge) Restore(h *netlink.Handle, saved *store.LinkConfig) error {
+	br, err := h.LinkByName(b.Name)
+	if isLinkNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find bridge %s: %w", b.Name, err)
+	}
+	master, err := h.LinkByName(b.Master)
+	if err != nil {
+		return fmt.Errorf("find master interface %s: %w", b.Master, err)
+	}
+	now, err := snapshot(h, br)
+	if err != nil {
+		return err
+	}
+	cfg := now
+	if saved != nil && len(saved.Addrs) > 0 {
+		cfg = saved
+	}
+	if master.Attrs().MasterIndex == br.Attrs().Index {
+		if err := h.LinkSetNoMaster(master); err != nil {
+			return fmt.Errorf("detach %s from bridge %s: %w", b.Master, b.Name, err)
+		}
+	}
+	for _, a := range now.Addrs {
+		if err := h.AddrDel(br, toAddr(a)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("remove %s from bridge %s: %w", a, b.Name, err)
+		}
+	}
+	for _, a := range cfg.Addrs {
+		if err := h.AddrReplace(master, toAddr(a)); err != nil {
+			return fmt.Errorf("give %s back to %s: %w", a, b.Master, err)
+		}
+	}
+	if err := h.LinkSetUp(master); err != nil {
+		return fmt.Errorf("bring up %s: %w", b.Master, err)
+	}
+	for _, r := range cfg.Routes {
+		if err := h.RouteReplace(toRoute(r, master.Attrs().Index)); err != nil {
+			return fmt.Errorf("give route %s back to %s: %w", routeString(r), b.Master, err)
+		}
+	}
+	if err := h.LinkDel(br); err != nil && !isLinkNotFound(err) {
+		return fmt.Errorf("delete bridge %s: %w", b.Name, err)
+	}
+	return nil
+}
+
+// GiveBack puts addresses back on an interface. Equivalent to: ip addr
+// replace ADDR dev IF, for each.
+func GiveBack(h *netlink.Handle, ifName string, addrs []netip.Prefix) error {
+	l, err := h.LinkByName(ifName)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", ifName, err)
+	}
+	var errs []error
+	for _, a := range addrs {
+		if err := h.AddrReplace(l, toAddr(a)); err != nil {
+			errs = append(errs, fmt.Errorf("give %s back to %s: %w", a, ifName, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -37,6 +37,8 @@ type Host struct {
 	// Sysctl writes a value under /proc/sys/net/ipv4/conf for an interface
 	// of the node's namespace.
 	Sysctl func(path, value string) error
+	// LoadModule loads a kernel module (LoadModule when nil).
+	LoadModule func(name string) error
 	// Mark, when set, is called as each step of Add and Del completes, with
 	// the step's name ("veth", "pod", "link", "nft"), so a caller can time
 	// the steps (the plugin's AZURE_VNET_TRACE phases).

@@ -20,8 +20,9 @@ import (
 type Rules struct {
 	Network       string
 	Mode          string
-	Master        string // the NIC, e.g. eth0
-	Bridge        string // bridge mode only
+	Master        string       // the NIC, e.g. eth0
+	Bridge        string       // bridge mode only
+	Subnet        netip.Prefix // the pool's subnet
 	NICMAC        net.HardwareAddr
 	PrimaryIP     netip.Addr
 	SNAT          bool
@@ -112,6 +113,68 @@ func priority(p int32) *nftables.ChainPriority { v := nftables.ChainPriority(p);
 // set, replaces the pod elements with pods (used when the tables were lost or
 // are being rebuilt). Existing pod elements are kept otherwise.
 func (r Rules) Program(c *nftables.Conn, resync bool, pods []PodElem) error {
+	if err := r.build(&builder{Conn: c}, resync, pods); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("program nftables tables %s: %w", TableName(r.Network), err)
+	}
+	return nil
+}
+
+// builder queues the network's static configuration on a connection and
+// notes what it queued, so the same code that programs the kernel also says
+// what an intact kernel holds (see Damage).
+type builder struct {
+	*nftables.Conn
+	tables []*nftables.Table
+	chains []*nftables.Chain
+	sets   []*nftables.Set
+	rules  map[string]int // "family table chain" → rules
+	elems  map[string]int // "family table set" → static elements
+}
+
+// AddTable queues a table and notes it.
+func (b *builder) AddTable(t *nftables.Table) *nftables.Table {
+	b.tables = append(b.tables, t)
+	return b.Conn.AddTable(t)
+}
+
+// AddChain queues a chain and notes it.
+func (b *builder) AddChain(ch *nftables.Chain) *nftables.Chain {
+	b.chains = append(b.chains, ch)
+	return b.Conn.AddChain(ch)
+}
+
+// AddSet queues a set and notes it.
+func (b *builder) AddSet(s *nftables.Set, elems []nftables.SetElement) error {
+	b.sets = append(b.sets, s)
+	return b.Conn.AddSet(s, elems)
+}
+
+func objKey(t *nftables.Table, name string) string {
+	return familyName(t.Family) + " " + t.Name + " " + name
+}
+
+// AddRule queues a rule and counts it for its chain.
+func (b *builder) AddRule(r *nftables.Rule) *nftables.Rule {
+	if b.rules == nil {
+		b.rules = map[string]int{}
+	}
+	b.rules[objKey(r.Table, r.Chain.Name)]++
+	return b.Conn.AddRule(r)
+}
+
+// staticElements queues the fixed contents of a set and counts them.
+func (b *builder) staticElements(s *nftables.Set, elems []nftables.SetElement) error {
+	if b.elems == nil {
+		b.elems = map[string]int{}
+	}
+	b.elems[objKey(s.Table, s.Name)] += len(elems)
+	return b.SetAddElements(s, elems)
+}
+
+func (r Rules) build(c *builder, resync bool, pods []PodElem) error {
 	t := r.tables()
 	nomasq := nft.PrefixElements(r.NonMasquerade)
 
@@ -127,7 +190,7 @@ func (r Rules) Program(c *nftables.Conn, resync bool, pods []PodElem) error {
 		}
 	}
 	c.FlushSet(t.ipNomasq)
-	if err := c.SetAddElements(t.ipNomasq, nomasq); err != nil {
+	if err := c.staticElements(t.ipNomasq, nomasq); err != nil {
 		return fmt.Errorf("program %s: %w", TableName(r.Network), err)
 	}
 	if r.Mode == ModeTransparent {
@@ -174,18 +237,15 @@ func (r Rules) Program(c *nftables.Conn, resync bool, pods []PodElem) error {
 			c.FlushSet(t.arpIPs)
 		}
 		for _, p := range pods {
-			if err := r.addElems(c, t, p); err != nil {
+			if err := r.addElems(c.Conn, t, p); err != nil {
 				return err
 			}
 		}
 	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("program nftables tables %s: %w", TableName(r.Network), err)
-	}
 	return nil
 }
 
-func (r Rules) programBridge(c *nftables.Conn, t *tables) error {
+func (r Rules) programBridge(c *builder, t *tables) error {
 	c.AddTable(t.br)
 	pre := c.AddChain(&nftables.Chain{Table: t.br, Name: "prerouting", Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: priority(-300)})
@@ -255,12 +315,12 @@ func wireserverPorts() []nftables.SetElement {
 // podGuards are the rules that keep pods from Azure's host endpoints: only
 // DNS on the wireserver (its HTTP ports hand out the VM's configuration and
 // certificates), and IMDS when the operator blocks it.
-func (r Rules) podGuards(c *nftables.Conn, chain *nftables.Chain, ports *nftables.Set, fromPod []expr.Any, bridge bool) error {
+func (r Rules) podGuards(c *builder, chain *nftables.Chain, ports *nftables.Set, fromPod []expr.Any, bridge bool) error {
 	if err := c.AddSet(ports, nil); err != nil {
 		return err
 	}
 	c.FlushSet(ports)
-	if err := c.SetAddElements(ports, wireserverPorts()); err != nil {
+	if err := c.staticElements(ports, wireserverPorts()); err != nil {
 		return err
 	}
 	var ipv4 []expr.Any
@@ -457,6 +517,108 @@ func (r Rules) Present(c *nftables.Conn) bool {
 		return false
 	}
 	return true
+}
+
+// Damage lists what of the network's static configuration the kernel lacks
+// or holds differently from what Program builds: a table, a chain, a set,
+// the number of rules in a chain, the fixed contents of a set (the
+// non-masquerade ranges, the wireserver ports). Pod elements are not judged.
+// Nothing listed means intact. It catches `nft flush ruleset` (what
+// restarting nftables.service does), `nft flush table` and a deleted rule.
+func (r Rules) Damage(c *nftables.Conn) ([]string, error) {
+	dry, err := nftables.New() // never flushed: it only queues messages
+	if err != nil {
+		return nil, err
+	}
+	want := &builder{Conn: dry}
+	if err := r.build(want, false, nil); err != nil {
+		return nil, err
+	}
+	var damage []string
+	for _, t := range want.tables {
+		if _, err := c.ListTableOfFamily(t.Name, t.Family); err != nil {
+			if !isNotFound(err) {
+				return nil, fmt.Errorf("list table %s: %w", t.Name, err)
+			}
+			damage = append(damage, fmt.Sprintf("table %s %s missing", familyName(t.Family), t.Name))
+			continue
+		}
+		chains, err := c.ListChainsOfTableFamily(t.Family)
+		if err != nil {
+			return nil, fmt.Errorf("list chains of %s %s: %w", familyName(t.Family), t.Name, err)
+		}
+		have := map[string]*nftables.Chain{}
+		for _, ch := range chains {
+			if ch.Table.Name == t.Name {
+				have[ch.Name] = ch
+			}
+		}
+		for _, ch := range want.chains {
+			if ch.Table != t {
+				continue
+			}
+			key := objKey(t, ch.Name)
+			got, ok := have[ch.Name]
+			if !ok {
+				damage = append(damage, "chain "+key+" missing")
+				continue
+			}
+			if got.Hooknum == nil || ch.Hooknum == nil || *got.Hooknum != *ch.Hooknum || got.Type != ch.Type {
+				damage = append(damage, "chain "+key+" is not hooked as built")
+			}
+			rules, err := c.GetRules(t, got)
+			if err != nil {
+				return nil, fmt.Errorf("list rules of %s: %w", key, err)
+			}
+			if n := want.rules[key]; len(rules) != n {
+				damage = append(damage, fmt.Sprintf("chain %s has %d rules, want %d", key, len(rules), n))
+			}
+		}
+		sets, err := c.GetSets(t)
+		if err != nil {
+			return nil, fmt.Errorf("list sets of %s %s: %w", familyName(t.Family), t.Name, err)
+		}
+		haveSet := map[string]*nftables.Set{}
+		for _, s := range sets {
+			haveSet[s.Name] = s
+		}
+		for _, s := range want.sets {
+			if s.Table != t {
+				continue
+			}
+			key := objKey(t, s.Name)
+			got, ok := haveSet[s.Name]
+			if !ok {
+				damage = append(damage, "set "+key+" missing")
+				continue
+			}
+			n, static := want.elems[key]
+			if !static {
+				continue
+			}
+			elems, err := c.GetSetElements(got)
+			if err != nil {
+				return nil, fmt.Errorf("list %s: %w", key, err)
+			}
+			if len(elems) != n {
+				damage = append(damage, fmt.Sprintf("set %s has %d elements, want %d", key, len(elems), n))
+			}
+		}
+	}
+	return damage, nil
+}
+
+// familyName is a table family as nft prints it.
+func familyName(f nftables.TableFamily) string {
+	switch f {
+	case nftables.TableFamilyBridge:
+		return FamilyBridge
+	case nftables.TableFamilyARP:
+		return FamilyARP
+	case nftables.TableFamilyIPv4:
+		return FamilyIP
+	}
+	return fmt.Sprintf("family-%d", f)
 }
 
 // HasPod reports whether a pod's elements are present.

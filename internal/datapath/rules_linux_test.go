@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -228,5 +230,72 @@ func TestElementsReadBack(t *testing.T) {
 				t.Errorf("Elements after DeleteElement(%s) (-want +got):\n%s", gone, d)
 			}
 		})
+	}
+}
+
+// TestDamage: an intact network reports nothing; each way a firewall
+// manager breaks it is reported; Program repairs it, keeping pod elements.
+func TestDamage(t *testing.T) {
+	for _, mode := range []string{ModeBridge, ModeTransparent} {
+		for _, tc := range []struct {
+			name, cmd string
+		}{
+			{"flush-ruleset", "flush ruleset"},
+			{"flush-table", "flush table ip " + TableName("azure")},
+			{"delete-table", "delete table ip " + TableName("azure")},
+			{"flush-chain", "flush chain ip " + TableName("azure") + " postrouting"},
+			{"flush-set", "flush set ip " + TableName("azure") + " nomasq"},
+		} {
+			t.Run(mode+"/"+tc.name, func(t *testing.T) {
+				name := tempNetNS(t)
+				r := testRules(mode)
+				c := nftConnIn(t, name)
+				if d, err := r.Damage(c); err != nil || len(d) == 0 {
+					t.Fatalf("Damage before Program = %q, %v; want the tables missing", d, err)
+				}
+				if err := r.Program(c, false, nil); err != nil {
+					t.Fatal(err)
+				}
+				if err := r.AddPod(c, testPods[0]); err != nil {
+					t.Fatal(err)
+				}
+				if d, err := r.Damage(c); err != nil || len(d) != 0 {
+					t.Fatalf("Damage of intact rules = %q, %v; want none", d, err)
+				}
+				// Tables recreated come last in the listing: compare lines.
+				intact := sortedLines(nftList(t, name))
+				nftRun(t, name, tc.cmd)
+				d, err := r.Damage(c)
+				if err != nil || len(d) == 0 {
+					t.Fatalf("Damage after %q = %q, %v; want some", tc.cmd, d, err)
+				}
+				if err := r.Program(c, false, nil); err != nil {
+					t.Fatal(err)
+				}
+				if err := r.AddPod(c, testPods[0]); err != nil {
+					t.Fatal(err)
+				}
+				if d, err := r.Damage(c); err != nil || len(d) != 0 {
+					t.Errorf("Damage after repair = %q, %v; want none", d, err)
+				}
+				if got := sortedLines(nftList(t, name)); got != intact {
+					t.Errorf("after %q and repair the ruleset differs (-intact +repaired):\n%s", tc.cmd, cmp.Diff(intact, got))
+				}
+			})
+		}
+	}
+}
+
+func sortedLines(s string) string {
+	l := strings.Split(s, "\n")
+	sort.Strings(l)
+	return strings.Join(l, "\n")
+}
+
+func nftRun(t *testing.T, name, cmd string) {
+	t.Helper()
+	out, err := exec.Command("nsenter", "--net="+netns.Path(name), "nft", cmd).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft %s: %v\n%s", cmd, err, out)
 	}
 }

@@ -72,9 +72,21 @@ const (
 	// OutsidePool: an allocated address the NIC no longer has. Not
 	// fixable here: the pod must be moved.
 	OutsidePool Kind = "outside-pool"
-	// MissingRules: a network with live pods has no nftables tables. Not
-	// fixable here: the next ADD programs them, with every recorded pod.
+	// MissingRules: a network's static nftables rules are missing or
+	// damaged (a flushed ruleset, table or chain). Fix: program them again
+	// with every live pod's elements, from the configuration the state
+	// records (networks set up by an older version: the next ADD).
 	MissingRules Kind = "missing-rules"
+	// BridgeNetfilterOff: a bridge-mode network on a node where
+	// br_netfilter is not loaded or not on: replies of Service connections
+	// between two pods of the node bypass conntrack and hang. Fix: load the
+	// module, turn its sysctl on.
+	BridgeNetfilterOff Kind = "br-netfilter-off"
+	// NodeHoldsPodAddress: an address allocated to a pod is also on one of
+	// the node's links (cloud-init, networkd or a DHCP client put the
+	// NIC's secondary IPs on eth0): the node answers for the pod. Fix:
+	// take it off the node's link.
+	NodeHoldsPodAddress Kind = "node-holds-pod-address"
 )
 
 // Garbage reports whether a kind is left over by interrupted or failed work
@@ -88,7 +100,7 @@ func (k Kind) Garbage() bool {
 }
 
 // Fixable reports whether the doctor can repair a kind.
-func (k Kind) Fixable() bool { return k != OutsidePool && k != MissingRules }
+func (k Kind) Fixable() bool { return k != OutsidePool }
 
 // Finding is one difference, with what its repair needs.
 type Finding struct {
@@ -110,6 +122,9 @@ type Finding struct {
 	elem     *datapath.Element
 	route    *Route
 	file     string
+	nodeAddr *NodeAddr          // NodeHoldsPodAddress
+	rules    *datapath.Rules    // MissingRules: what to program
+	pods     []datapath.PodElem // MissingRules: the live pods' elements
 }
 
 // Key is the container interface a finding is about ("" when none).
@@ -137,6 +152,17 @@ type Kernel struct {
 	Tables map[string]*Tables // by network, for every network known
 	Routes []Route            // main-table routes through host veths
 	Modes  map[string]string  // network -> mode, from the veths' aliases
+	// BridgeNetfilter: br_netfilter's sysctl exists (Loaded) and is 1 (On).
+	BridgeNetfilter struct{ Loaded, On bool }
+	// NodeAddrs are the node's IPv4 addresses by the link holding them
+	// (host veths excluded).
+	NodeAddrs map[netip.Addr]NodeAddr
+}
+
+// NodeAddr is an address on one of the node's links.
+type NodeAddr struct {
+	Link   string
+	Prefix netip.Prefix
 }
 
 // Veth is a host-side veth.
@@ -152,6 +178,10 @@ type Tables struct {
 	Mode    string
 	Present bool
 	Elems   []datapath.Element
+	// Rules is the static configuration the state records for the
+	// network (nil when none is), Damage what the kernel lacks of it.
+	Rules  *datapath.Rules
+	Damage []string
 }
 
 // Route is a route through a host veth.
@@ -178,6 +208,7 @@ func Diagnose(s *Snapshot) []*Finding {
 	d.records()
 	d.allocations()
 	d.elements()
+	d.nodeTraits()
 	d.routes()
 	d.lockFiles(s.Files)
 	return d.out
@@ -319,11 +350,20 @@ func (d *diagnosis) elements() {
 	for _, network := range sortedKeys(d.k.Tables) {
 		t := d.k.Tables[network]
 		w := want[network]
-		if !t.Present {
-			if len(w) > 0 {
-				d.add(&Finding{Kind: MissingRules, Network: network, Subject: datapath.TableName(network),
-					Detail: "no nftables tables for a network with live pods; the next ADD programs them"})
+		if len(t.Damage) > 0 || (!t.Present && len(w) > 0) {
+			f := &Finding{Kind: MissingRules, Network: network, Subject: datapath.TableName(network), rules: t.Rules,
+				Detail: "no nftables tables for a network with live pods; the next ADD programs them"}
+			if len(t.Damage) > 0 {
+				f.Detail = "static rules damaged: " + strings.Join(t.Damage, "; ")
 			}
+			for _, l := range d.keep {
+				if l.net == network {
+					f.pods = append(f.pods, datapath.PodElem{HostIf: l.hostIf, MAC: l.mac, IP: l.ip})
+				}
+			}
+			d.add(f)
+		}
+		if !t.Present {
 			continue
 		}
 		have := map[string]datapath.Element{}
@@ -362,6 +402,29 @@ func (d *diagnosis) elements() {
 			}
 			d.add(f)
 		}
+	}
+}
+
+// nodeTraits finds what of the node itself breaks pods: an address a pod
+// holds that a link of the node holds too, bridge netfilter off.
+func (d *diagnosis) nodeTraits() {
+	for _, a := range d.st.SortedAllocations() {
+		if na, ok := d.k.NodeAddrs[a.IP]; ok {
+			d.add(&Finding{Kind: NodeHoldsPodAddress, Network: a.Network, Subject: a.IP.String(), alloc: a, nodeAddr: &na,
+				Detail: fmt.Sprintf("allocated to %s, but the node's %s holds it too (cloud-init, networkd or a DHCP client put the NIC's secondary IPs there)",
+					store.EndpointKey(a.ContainerID, a.IfName), na.Link)})
+		}
+	}
+	for _, network := range sortedKeys(d.st.Networks) {
+		if d.st.Networks[network].Mode != datapath.ModeBridge || d.k.BridgeNetfilter.On {
+			continue
+		}
+		detail := datapath.BridgeNetfilterSysctl + " is 0"
+		if !d.k.BridgeNetfilter.Loaded {
+			detail = datapath.BridgeNetfilterModule + " is not loaded"
+		}
+		d.add(&Finding{Kind: BridgeNetfilterOff, Network: network, Subject: datapath.BridgeNetfilterModule,
+			Detail: detail + ": replies of Service connections between pods of this node bypass conntrack"})
 	}
 }
 

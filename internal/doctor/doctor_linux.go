@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -16,7 +17,9 @@ import (
 
 	"github.com/vnetcni/vnetcni/internal/attachment"
 	"github.com/vnetcni/vnetcni/internal/datapath"
+	"github.com/vnetcni/vnetcni/internal/incumbent"
 	"github.com/vnetcni/vnetcni/internal/ipam"
+	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
 
@@ -26,13 +29,28 @@ type Doctor struct {
 	Store *store.Store
 	Host  *datapath.Host // netlink and nftables of the node's namespace
 	Now   func() time.Time
-	close func()
+	// IncumbentDir holds the state files of Azure's own azure-vnet: the
+	// host veths they name are its pods' (until ADD adopts them), never
+	// garbage.
+	IncumbentDir string
+	close        func()
+	// netnsPath is the node's namespace ("" for the caller's own), where
+	// its sysctls are read and written.
+	netnsPath string
+}
+
+// inNode runs fn in the node's namespace.
+func (d *Doctor) inNode(fn func() error) error {
+	if d.netnsPath == "" {
+		return fn()
+	}
+	return netns.DoPath(d.netnsPath, fn)
 }
 
 // Open returns a doctor for the node whose state is in stateDir and whose
 // network namespace is at netnsPath ("" for the caller's own).
 func Open(stateDir, netnsPath string) (*Doctor, error) {
-	d := &Doctor{Store: store.New(stateDir), Now: time.Now}
+	d := &Doctor{Store: store.New(stateDir), Now: time.Now, IncumbentDir: incumbent.DirFromEnv()}
 	if netnsPath == "" {
 		h, err := datapath.NewHost()
 		if err != nil {
@@ -46,6 +64,7 @@ func Open(stateDir, netnsPath string) (*Doctor, error) {
 		return nil, err
 	}
 	d.Host, d.close = h, h.Close
+	d.netnsPath = netnsPath
 	return d, nil
 }
 
@@ -107,10 +126,21 @@ func (d *Doctor) kernel(st *store.State) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
+	theirs := map[string]bool{}
+	if d.IncumbentDir != "" {
+		if inc, err := incumbent.Read(d.IncumbentDir); err == nil {
+			for _, e := range inc.Endpoints {
+				theirs[e.HostIfName] = true
+			}
+		}
+	}
 	index := map[int]string{}
 	for _, l := range links {
 		if l.Type() != "veth" || !strings.HasPrefix(l.Attrs().Name, datapath.HostIfPrefix) {
 			continue
+		}
+		if _, err := datapath.ParseAlias(l.Attrs().Alias); err != nil && theirs[l.Attrs().Name] {
+			continue // the incumbent azure-vnet's pod, not yet adopted
 		}
 		v := &Veth{Name: l.Attrs().Name, Index: l.Attrs().Index}
 		if a, err := datapath.ParseAlias(l.Attrs().Alias); err == nil {
@@ -140,7 +170,38 @@ func (d *Doctor) kernel(st *store.State) (*Kernel, error) {
 		if err != nil {
 			return nil, err
 		}
+		if rec := recorded(st, n); rec != nil && len(rec.RulesSpec) > 0 {
+			// The rules the plugin programmed, as it recorded them.
+			var r datapath.Rules
+			if err := json.Unmarshal(rec.RulesSpec, &r); err != nil {
+				return nil, fmt.Errorf("network %s: recorded rules: %w", n, err)
+			}
+			if t.Damage, err = r.Damage(d.Host.NFT); err != nil {
+				return nil, err
+			}
+			t.Rules = &r
+		}
 		k.Tables[n] = t
+	}
+	addrs, err := d.Host.Netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	k.NodeAddrs = map[netip.Addr]NodeAddr{}
+	for _, a := range addrs {
+		l, err := d.Host.Netlink.LinkByIndex(a.LinkIndex)
+		if err != nil || strings.HasPrefix(l.Attrs().Name, datapath.HostIfPrefix) {
+			continue
+		}
+		ip, _ := netip.AddrFromSlice(a.IP.To4())
+		ones, _ := a.Mask.Size()
+		k.NodeAddrs[ip] = NodeAddr{Link: l.Attrs().Name, Prefix: netip.PrefixFrom(ip, ones)}
+	}
+	if err := d.inNode(func() (err error) {
+		k.BridgeNetfilter.Loaded, k.BridgeNetfilter.On, err = datapath.BridgeNetfilter()
+		return err
+	}); err != nil {
+		return nil, err
 	}
 	routes, err := d.Host.Netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
@@ -160,6 +221,13 @@ func (d *Doctor) kernel(st *store.State) (*Kernel, error) {
 		k.Routes = append(k.Routes, Route{Dst: dst, Dev: dev})
 	}
 	return k, nil
+}
+
+func recorded(st *store.State, network string) *store.Network {
+	if st == nil {
+		return nil
+	}
+	return st.Networks[network]
 }
 
 // tables reads a network's pod elements.
@@ -249,6 +317,8 @@ func (d *Doctor) Run(fix bool, which func(Kind) bool) (*Report, error) {
 			return nil, err
 		}
 	}
+	// The rules first: a pod's elements need their tables.
+	sort.SliceStable(fresh, func(i, j int) bool { return fresh[i].Kind == MissingRules && fresh[j].Kind != MissingRules })
 	for _, f := range fresh {
 		if !f.Kind.Fixable() || f.Kind == StateDamaged {
 			continue
@@ -331,6 +401,31 @@ func (d *Doctor) repair(f *Finding) error {
 		return d.removeAttachment(f.endpoint.HostIfName, f.endpoint.Mode, f.endpoint.Network, f.endpoint.IP.Addr(), mac, f.key)
 	case LeakedAllocation:
 		return d.release(f.key)
+	case MissingRules:
+		if f.rules == nil {
+			return errors.New("the state records no rules configuration for it (set up by an older version); the next ADD programs them")
+		}
+		// Equivalent to what ADD does on a damaged node: the static rules
+		// again, pod elements kept (or, with the tables gone, from the
+		// live pods), then every live pod's elements.
+		resync := !f.rules.Present(d.Host.NFT)
+		if err := f.rules.Program(d.Host.NFT, resync, f.pods); err != nil {
+			return err
+		}
+		var errs []error
+		for _, p := range f.pods {
+			errs = append(errs, f.rules.AddPod(d.Host.NFT, p))
+		}
+		return errors.Join(errs...)
+	case NodeHoldsPodAddress:
+		l, err := d.Host.Netlink.LinkByName(f.nodeAddr.Link)
+		if err != nil {
+			return err
+		}
+		// Equivalent to: ip addr del IP/BITS dev LINK.
+		return d.Host.Netlink.AddrDel(l, &netlink.Addr{IPNet: ipNet(f.nodeAddr.Prefix)})
+	case BridgeNetfilterOff:
+		return d.inNode(d.Host.EnsureBridgeNetfilter)
 	case MissingElement:
 		if f.att == nil {
 			return errors.New("no live attachment to take the elements from")
@@ -484,12 +579,19 @@ func (d *Doctor) deleteElems(network string, e datapath.Element) error {
 // the host veths' aliases, as the plugin does.
 func (d *Doctor) rebuildState() error {
 	s := *d.Store
-	s.Rebuild = func(error) (*store.State, error) {
+	s.Rebuild = func(cause error) (*store.State, error) {
 		atts, err := d.Host.Attachments()
 		if err != nil {
 			return nil, err
 		}
 		st, _ := attachment.Rebuild(atts, d.Now())
+		var de *store.DamagedError
+		if errors.As(cause, &de) && de.Salvage != nil {
+			attachment.Salvage(st, de.Salvage)
+			if st.Validate() != nil {
+				st, _ = attachment.Rebuild(atts, d.Now())
+			}
+		}
 		return st, nil
 	}
 	return s.Update(func(*store.State) error { return nil })

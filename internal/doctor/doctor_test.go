@@ -31,11 +31,13 @@ func TestDiagnoseTable(t *testing.T) {
 		return st
 	}
 	healthyKernel := func() *Kernel {
-		return &Kernel{
+		k := &Kernel{
 			Veths:  map[string]*Veth{hostIf: {Name: hostIf, Labeled: true, Att: att}},
 			Tables: map[string]*Tables{"azure": {Mode: datapath.ModeBridge, Present: true, Elems: datapath.PodElements(datapath.ModeBridge, datapath.PodElem{HostIf: hostIf, IP: ip, MAC: mac})}},
 			Modes:  map[string]string{"azure": datapath.ModeBridge},
 		}
+		k.BridgeNetfilter.Loaded, k.BridgeNetfilter.On = true, true
+		return k
 	}
 	for _, tc := range []struct {
 		name string
@@ -56,6 +58,15 @@ func TestDiagnoseTable(t *testing.T) {
 		{"tables gone with live pods", func(s *Snapshot) {
 			s.Kernel.Tables["azure"] = &Tables{Mode: datapath.ModeBridge}
 		}, []string{"missing-rules " + datapath.TableName("azure")}},
+		{"rules flushed, tables kept", func(s *Snapshot) {
+			s.Kernel.Tables["azure"].Damage = []string{"chain bridge azure-vnet-azure postrouting has 0 rules, want 6"}
+		}, []string{"missing-rules " + datapath.TableName("azure")}},
+		{"the node holds a pod's address", func(s *Snapshot) {
+			s.Kernel.NodeAddrs = map[netip.Addr]NodeAddr{netip.MustParseAddr("10.0.0.10"): {Link: "eth0", Prefix: netip.MustParsePrefix("10.0.0.10/24")}}
+		}, []string{"node-holds-pod-address 10.0.0.10"}},
+		{"br_netfilter not loaded", func(s *Snapshot) {
+			s.Kernel.BridgeNetfilter.Loaded, s.Kernel.BridgeNetfilter.On = false, false
+		}, []string{"br-netfilter-off br_netfilter"}},
 		{"tables gone without pods are fine", func(s *Snapshot) {
 			s.State = store.NewState()
 			s.Kernel = &Kernel{Veths: map[string]*Veth{}, Tables: map[string]*Tables{"azure": {Mode: datapath.ModeBridge}}}
@@ -84,12 +95,12 @@ func TestDiagnoseTable(t *testing.T) {
 }
 
 func TestKinds(t *testing.T) {
-	for _, k := range []Kind{OutsidePool, MissingRules} {
+	for _, k := range []Kind{OutsidePool} {
 		if k.Fixable() || k.Garbage() {
 			t.Errorf("%s: fixable %t, garbage %t; want neither", k, k.Fixable(), k.Garbage())
 		}
 	}
-	for _, k := range []Kind{UnrecordedAttachment, DuplicateAddress, Mismatch, MissingElement, MissingRoute, StateDamaged} {
+	for _, k := range []Kind{UnrecordedAttachment, DuplicateAddress, Mismatch, MissingElement, MissingRoute, StateDamaged, MissingRules} {
 		if !k.Fixable() || k.Garbage() {
 			t.Errorf("%s: fixable %t, garbage %t; want a fixable repair that is not garbage", k, k.Fixable(), k.Garbage())
 		}

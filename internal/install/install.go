@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/netconf"
 )
 
@@ -24,6 +25,29 @@ import (
 const (
 	DefaultBinDir  = "/opt/cni/bin"
 	DefaultConfDir = "/etc/cni/net.d"
+)
+
+// Bridge mode needs br_netfilter (see datapath.BridgeNetfilterModule);
+// where it is a module, systemd-modules-load loads it at boot from this
+// file. The plugin also loads it when it sets up a bridge.
+const (
+	DefaultModulesLoadDir = "/etc/modules-load.d"
+	ModulesLoadFileName   = "azure-vnet.conf"
+)
+
+// Azure's cloud-init datasource puts every secondary IP of the NIC on eth0
+// (apply_network_config_for_secondary_ips, on by default in many images);
+// they are the pods' addresses. This drop-in turns that off from the next
+// boot on; meanwhile ADD takes an address off eth0 when a pod claims it.
+const (
+	DefaultCloudInitDir   = "/etc/cloud/cloud.cfg.d"
+	CloudInitFileName     = "91-azure-vnet-secondary-ips.cfg"
+	cloudInitSecondaryIPs = `# azure-vnet: the NIC's secondary IP configurations are pod addresses; the
+# node must not put them on eth0.
+datasource:
+  Azure:
+    apply_network_config_for_secondary_ips: false
+`
 )
 
 // Binaries are installed into the bin directory: the plugins and the
@@ -39,6 +63,12 @@ type Options struct {
 	ConflistName    string // e.g. 10-azure.conflist
 	Conflist        []byte
 	ReplaceConflist bool // replace an existing conflist that differs
+	// ModulesLoadDir, when set, receives ModulesLoadFileName naming the
+	// kernel modules the plugins need at boot.
+	ModulesLoadDir string
+	// CloudInitDir, when set and present (cloud-init is installed),
+	// receives CloudInitFileName.
+	CloudInitDir string
 }
 
 // Outcome says what Install did with one file.
@@ -106,6 +136,27 @@ func Install(o Options) ([]Action, error) {
 			return acts, err
 		}
 		acts = append(acts, Action{dst, out})
+	}
+	if o.ModulesLoadDir != "" {
+		if err := os.MkdirAll(o.ModulesLoadDir, 0o755); err != nil {
+			return acts, err
+		}
+		dst := filepath.Join(o.ModulesLoadDir, ModulesLoadFileName)
+		out, err := place(dst, []byte("# azure-vnet bridge mode: conntrack for bridged traffic (Service replies between pods of a node)\n"+datapath.BridgeNetfilterModule+"\n"), 0o644, true)
+		if err != nil {
+			return acts, err
+		}
+		acts = append(acts, Action{dst, out})
+	}
+	if o.CloudInitDir != "" {
+		if st, err := os.Stat(o.CloudInitDir); err == nil && st.IsDir() {
+			dst := filepath.Join(o.CloudInitDir, CloudInitFileName)
+			out, err := place(dst, []byte(cloudInitSecondaryIPs), 0o644, true)
+			if err != nil {
+				return acts, err
+			}
+			acts = append(acts, Action{dst, out})
+		}
 	}
 	dst := filepath.Join(o.ConfDir, o.ConflistName)
 	out, err := place(dst, o.Conflist, 0o644, o.ReplaceConflist)

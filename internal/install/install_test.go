@@ -136,9 +136,13 @@ func TestInstallScript(t *testing.T) {
 	tgz := filepath.Join(t.TempDir(), "azure-vnet-cni-linux-amd64-v2.0.0.tgz")
 	tarball(t, src, tgz)
 	bin, confDir := filepath.Join(root, "opt-cni-bin"), filepath.Join(root, "etc-cni-net.d")
+	cloudDir := filepath.Join(root, "cloud.cfg.d")
+	if err := os.Mkdir(cloudDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	run := func(env []string, args ...string) (string, error) {
 		cmd := exec.Command("bash", append([]string{script}, args...)...)
-		cmd.Env = append(os.Environ(), append([]string{"CNI_BIN_DIR=" + bin, "CNI_CONF_DIR=" + confDir, "REPLACE_CONFLIST="}, env...)...)
+		cmd.Env = append(os.Environ(), append([]string{"CNI_BIN_DIR=" + bin, "CNI_CONF_DIR=" + confDir, "REPLACE_CONFLIST=", "MODULES_LOAD_DIR=" + filepath.Join(root, "modules-load.d"), "CLOUD_INIT_DIR=" + cloudDir}, env...)...)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -150,7 +154,7 @@ func TestInstallScript(t *testing.T) {
 		wantErr bool
 		want    []string // substrings of the output
 	}{
-		{name: "fresh", args: []string{"v2.0.0", tgz}, want: []string{"azure-vnet installed", conf.FileName + " installed", "verified: CNI plugin azure-vnet v2.0.0"}},
+		{name: "fresh", args: []string{"v2.0.0", tgz}, want: []string{"azure-vnet installed", conf.FileName + " installed", "azure-vnet.conf installed", "91-azure-vnet-secondary-ips.cfg installed", "verified: CNI plugin azure-vnet v2.0.0"}},
 		{name: "idempotent", args: []string{"v2.0.0", tgz}, want: []string{"azure-vnet unchanged", conf.FileName + " unchanged"}},
 		{name: "edited conflist kept", args: []string{"v2.0.0", tgz}, prepare: func() {
 			os.WriteFile(filepath.Join(confDir, conf.FileName), []byte("{}"), 0o644)
@@ -175,5 +179,29 @@ func TestInstallScript(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(confDir, conf.FileName)); string(b) != string(conf.Conflist) {
 		t.Errorf("after REPLACE_CONFLIST=1 the conflist is %q, want the release's", b)
+	}
+}
+
+// TestUninstall removes what Install wrote but the reference plugins, and
+// is idempotent.
+func TestUninstall(t *testing.T) {
+	src, root := t.TempDir(), t.TempDir()
+	fakeRelease(t, src, "v1.0.0")
+	o := Options{SourceDir: src, BinDir: filepath.Join(root, "bin"), ConfDir: filepath.Join(root, "net.d"),
+		ConflistName: conf.FileName, Conflist: conf.Conflist, ModulesLoadDir: filepath.Join(root, "modules-load.d")}
+	if _, err := Install(o); err != nil {
+		t.Fatal(err)
+	}
+	acts, err := Uninstall(o)
+	if err != nil || len(acts) != 4 {
+		t.Fatalf("Uninstall = %v, %v; want the two plugins, the conflist and the modules-load file removed", acts, err)
+	}
+	for _, b := range []string{"portmap", "loopback"} {
+		if _, err := os.Stat(filepath.Join(o.BinDir, b)); err != nil {
+			t.Errorf("Uninstall removed %s: %v", b, err)
+		}
+	}
+	if acts, err := Uninstall(o); err != nil || len(acts) != 0 {
+		t.Errorf("Uninstall again = %v, %v; want nothing to do", acts, err)
 	}
 }

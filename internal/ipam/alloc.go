@@ -24,12 +24,18 @@ type ExhaustedError struct {
 	Total  int // secondary addresses on the NIC
 	InUse  int // of those, allocated
 	Held   int // of the others, still given to pods the state does not record
+	// NodeHeld: of the others, held by the node itself on a link other than
+	// the NIC (or its bridge), and so never given to a pod.
+	NodeHeld int
 }
 
 func (e *ExhaustedError) Error() string {
 	s := fmt.Sprintf("no free address on NIC %s (subnet %s): the NIC has %d secondary addresses, %d in use", e.Pool, e.Subnet, e.Total, e.InUse)
 	if e.Held > 0 {
 		s += fmt.Sprintf(" and %d held by pods the state does not record", e.Held)
+	}
+	if e.NodeHeld > 0 {
+		s += fmt.Sprintf("; %d more are addresses of the node itself (ip addr show), never given to pods", e.NodeHeld)
 	}
 	return s
 }
@@ -80,27 +86,31 @@ func InUse(st *store.State, p *store.Pool) int {
 // chosen, so a just-freed address is not reused while peers may still have it
 // in their ARP and conntrack tables.
 func Allocate(st *store.State, p *store.Pool, o Owner, now time.Time) (netip.Addr, error) {
-	return allocate(st, p, o, now, nil)
+	return allocate(st, p, o, now, nil, nil)
 }
 
-// allocate is Allocate that never chooses an address in avoid.
-func allocate(st *store.State, p *store.Pool, o Owner, now time.Time, avoid map[netip.Addr]bool) (netip.Addr, error) {
+// allocate is Allocate that never chooses an address in avoid or nodeHeld.
+func allocate(st *store.State, p *store.Pool, o Owner, now time.Time, avoid, nodeHeld map[netip.Addr]bool) (netip.Addr, error) {
 	if a, ok := st.AllocationFor(o.ContainerID, o.IfName); ok {
 		return a.IP, nil
 	}
 	free := Free(st, p)
-	held := 0
-	if len(avoid) > 0 {
+	held, byNode := 0, 0
+	if len(avoid) > 0 || len(nodeHeld) > 0 {
 		free = slices.DeleteFunc(free, func(a netip.Addr) bool {
-			if avoid[a] {
+			switch {
+			case avoid[a]:
 				held++
-				return true
+			case nodeHeld[a]:
+				byNode++
+			default:
+				return false
 			}
-			return false
+			return true
 		})
 	}
 	if len(free) == 0 {
-		return netip.Addr{}, &ExhaustedError{Pool: p.ID, Subnet: p.Subnet, Total: len(p.Addresses), InUse: InUse(st, p), Held: held}
+		return netip.Addr{}, &ExhaustedError{Pool: p.ID, Subnet: p.Subnet, Total: len(p.Addresses), InUse: InUse(st, p), Held: held, NodeHeld: byNode}
 	}
 	best := free[0]
 	for _, a := range free[1:] {

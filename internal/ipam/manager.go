@@ -27,6 +27,9 @@ type Manager struct {
 	// the node's kernel still gives them to pods (a state file restored
 	// from an old copy does not know them).
 	Avoid map[netip.Addr]bool
+	// NodeHeld holds addresses the node itself has on a link: never handed
+	// out, counted apart in the exhaustion error.
+	NodeHeld map[netip.Addr]bool
 }
 
 func (m *Manager) now() time.Time {
@@ -136,7 +139,7 @@ func (m *Manager) Allocate(ctx context.Context, o Owner, record func(st *store.S
 				pool = Merge(st, p)
 			}
 			var err error
-			ip, err = allocate(st, pool, o, m.now(), m.Avoid)
+			ip, err = allocate(st, pool, o, m.now(), m.Avoid, m.NodeHeld)
 			if err != nil {
 				return err
 			}

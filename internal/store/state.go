@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -50,9 +51,16 @@ type Network struct {
 	Bridge string `json:"bridge,omitempty"` // bridge mode only
 	Pool   string `json:"pool"`             // Pool ID
 	Rules  string `json:"rules,omitempty"`  // fingerprint of the programmed static rules
+	// RulesSpec is the static rules' configuration as the datapath encodes
+	// it, so the doctor can check and rebuild them without the conflist.
+	RulesSpec json.RawMessage `json:"rulesSpec,omitempty"`
 	// MasterConfig is the master's configuration before bridge mode moved it
 	// to the bridge, kept so an interrupted move can be finished or undone.
 	MasterConfig *LinkConfig `json:"masterConfig,omitempty"`
+	// TakenOff are pool addresses the image had put on the NIC (cloud-init
+	// puts the NIC's secondary IPs on eth0) and ADD took off for pods;
+	// vnetctl uninstall gives them back.
+	TakenOff []netip.Prefix `json:"takenOff,omitempty"`
 }
 
 // LinkConfig is a snapshot of an interface's IPv4 addresses and routes.

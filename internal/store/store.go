@@ -63,6 +63,10 @@ type DamagedError struct {
 	Path   string
 	Reason string
 	Err    error
+	// Salvage is the file's content when it decoded but is inconsistent:
+	// a rebuild may keep what the kernel cannot tell (see
+	// attachment.Salvage). Nil otherwise.
+	Salvage *State
 }
 
 func (e *DamagedError) Error() string {
@@ -78,6 +82,19 @@ func (e *DamagedError) Unwrap() error { return e.Err }
 func IsDamaged(err error) bool {
 	var d *DamagedError
 	return errors.As(err, &d)
+}
+
+// NewerError reports a state file written by a newer version of the
+// plugins (after a downgrade). It is not damage: rebuilding would throw away
+// what the newer version recorded, so commands refuse until the newer
+// binaries are back (or the operator removes the file).
+type NewerError struct {
+	Path    string
+	Version int
+}
+
+func (e *NewerError) Error() string {
+	return fmt.Sprintf("state file %s was written by a newer version (format %d, this binary reads up to %d): install that version again, or remove the file to rebuild it from the kernel", e.Path, e.Version, Version)
 }
 
 // Store is a node's state file.
@@ -149,7 +166,7 @@ func Decode(b []byte, path string) (*State, error) {
 		version = probe.Version
 	}
 	if version > Version {
-		return nil, &DamagedError{Path: path, Reason: fmt.Sprintf("written by a newer version (format %d, this binary reads up to %d)", version, Version)}
+		return nil, &NewerError{Path: path, Version: version}
 	}
 	if version < 1 {
 		return nil, &DamagedError{Path: path, Reason: fmt.Sprintf("unknown format version %d", version)}
@@ -159,7 +176,7 @@ func Decode(b []byte, path string) (*State, error) {
 	}
 	st.init()
 	if err := st.Validate(); err != nil {
-		return nil, &DamagedError{Path: path, Reason: "inconsistent", Err: err}
+		return nil, &DamagedError{Path: path, Reason: "inconsistent", Err: err, Salvage: st}
 	}
 	return st, nil
 }

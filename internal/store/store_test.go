@@ -164,13 +164,33 @@ func (r *recorder) attach(s *Store) {
 	}
 }
 
+// TestUpdateRefusesNewerFile: a state written by a newer version is neither
+// rebuilt nor overwritten.
+func TestUpdateRefusesNewerFile(t *testing.T) {
+	s := New(t.TempDir())
+	content := []byte(`{"version":99,"networks":{}}`)
+	writeFile(t, s.Path(), content)
+	r := &recorder{rebuilt: NewState()}
+	r.attach(s)
+	err := s.Update(func(*State) error { return nil })
+	var ne *NewerError
+	if !errors.As(err, &ne) {
+		t.Fatalf("Update over a newer file: %v, want a *NewerError", err)
+	}
+	if len(r.causes) != 0 {
+		t.Errorf("Rebuild ran for a newer file: %v", r.causes)
+	}
+	if b, _ := os.ReadFile(s.Path()); string(b) != string(content) {
+		t.Errorf("the newer file was changed to %q", b)
+	}
+}
+
 func TestUpdateRecoversDamagedFile(t *testing.T) {
 	damaged := map[string][]byte{
-		"empty":          {},
-		"NUL-filled":     make([]byte, 512),
-		"truncated":      []byte(`{"version":1,"networks":{"azure":`),
-		"future version": []byte(`{"version":99}`),
-		"inconsistent":   []byte(`{"version":1,"endpoints":{"c/eth0":{"containerID":"c","ifName":"eth0","ip":"10.0.0.5/24"}}}`),
+		"empty":        {},
+		"NUL-filled":   make([]byte, 512),
+		"truncated":    []byte(`{"version":1,"networks":{"azure":`),
+		"inconsistent": []byte(`{"version":1,"endpoints":{"c/eth0":{"containerID":"c","ifName":"eth0","ip":"10.0.0.5/24"}}}`),
 	}
 	for name, content := range damaged {
 		t.Run(name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -150,7 +151,7 @@ func build(s Spec) error {
 		if err := syncPortRoutes(fab, port, v); err != nil {
 			return err
 		}
-		managed, err := provisionVM(vms[v.Name], v)
+		managed, err := provisionVM(vms[v.Name], v, s.Image)
 		if err != nil {
 			return err
 		}
@@ -159,6 +160,44 @@ func build(s Spec) error {
 		}
 	}
 	return waitOperUp(ready)
+}
+
+// bootImage applies an image's traits to a VM being provisioned.
+func bootImage(c *nsConn, eth0 netlink.Link, v VMSpec, img Image) error {
+	if img.SecondariesOnEth0 {
+		for _, a := range v.SecondaryIPs {
+			// Equivalent to: ip addr add A/BITS brd + dev eth0, as
+			// networkd configures what cloud-init rendered.
+			p := netip.PrefixFrom(a, v.Subnet.Bits())
+			if err := c.nl.AddrReplace(eth0, &netlink.Addr{IPNet: ipNet(p), Broadcast: broadcast(p)}); err != nil {
+				return fmt.Errorf("add %s to eth0 in netns %s: %w", p, c.name, err)
+			}
+		}
+	}
+	if img.ForwardDrop {
+		// Equivalent to: iptables-nft -P FORWARD DROP.
+		nc, err := nftables.New(nftables.WithNetNSFd(int(c.fd)))
+		if err != nil {
+			return fmt.Errorf("open nftables in netns %s: %w", c.name, err)
+		}
+		t := nc.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: "filter"})
+		drop := nftables.ChainPolicyDrop
+		nc.AddChain(&nftables.Chain{Table: t, Name: "FORWARD", Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &drop})
+		if err := nc.Flush(); err != nil {
+			return fmt.Errorf("set the FORWARD policy to drop in netns %s: %w", c.name, err)
+		}
+	}
+	return nil
+}
+
+// broadcast is a prefix's broadcast address.
+func broadcast(p netip.Prefix) net.IP {
+	b := p.Masked().Addr().As4()
+	for i := p.Bits(); i < 32; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	return net.IP(b[:])
 }
 
 // endpoint is an interface in a namespace.
@@ -261,8 +300,9 @@ func buildBase(fab, inet *nsConn, s Spec) error {
 // provisionVM gives a VM's NIC the configuration Azure's DHCP would: up,
 // primary address with the subnet's prefix length, default route via the
 // subnet gateway. It only adds what is missing and leaves an eth0 that is
-// enslaved alone; it reports whether it managed eth0.
-func provisionVM(c *nsConn, v VMSpec) (bool, error) {
+// enslaved alone; it reports whether it managed eth0. On the first
+// provisioning (no primary address yet) it applies the image's traits.
+func provisionVM(c *nsConn, v VMSpec, img Image) (bool, error) {
 	if _, err := linkUp(c, "lo"); err != nil {
 		return false, err
 	}
@@ -284,6 +324,9 @@ func provisionVM(c *nsConn, v VMSpec) (bool, error) {
 	if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return prefixOf(a.IPNet) == primary }) {
 		if err := c.nl.AddrAdd(eth0, &netlink.Addr{IPNet: ipNet(primary)}); err != nil {
 			return false, fmt.Errorf("add %s to eth0 in netns %s: %w", primary, c.name, err)
+		}
+		if err := bootImage(c, eth0, v, img); err != nil {
+			return false, err
 		}
 	}
 	routes, err := dump(func() ([]netlink.Route, error) { return c.nl.RouteList(nil, netlink.FAMILY_V4) })

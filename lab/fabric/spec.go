@@ -103,7 +103,25 @@ type Spec struct {
 	LoadBalancers []LoadBalancer `json:"loadBalancers,omitempty"`
 	// NSGs filter inbound traffic of subnets.
 	NSGs []NSG `json:"nsgs,omitempty"`
+	// Image is how the VMs boot: Azure's images differ from a clean VM.
+	Image Image `json:"image,omitempty"`
 }
+
+// Image lists traits of VM images as Azure boots them, which a clean VM
+// lacks. They are applied when a VM is first provisioned.
+type Image struct {
+	// SecondariesOnEth0: cloud-init's Azure datasource
+	// (apply_network_config_for_secondary_ips, on by default in many
+	// images) puts every secondary IP of the NIC on eth0.
+	SecondariesOnEth0 bool `json:"secondariesOnEth0,omitempty"`
+	// ForwardDrop: a firewall with a FORWARD policy of DROP, as Docker
+	// sets (iptables -P FORWARD DROP; with iptables-nft, the chain FORWARD
+	// of table ip filter).
+	ForwardDrop bool `json:"forwardDrop,omitempty"`
+}
+
+// RealImage is every trait: what test suites meet by default.
+var RealImage = Image{SecondariesOnEth0: true, ForwardDrop: true}
 
 // VMSpec describes a VM and its NIC.
 type VMSpec struct {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
 	"github.com/vnetcni/vnetcni/internal/install"
+	"github.com/vnetcni/vnetcni/lab/fabric"
 	"github.com/vnetcni/vnetcni/lab/k8slab"
 	"github.com/vnetcni/vnetcni/lab/runtimes"
 	"github.com/vnetcni/vnetcni/lab/vnetlab"
@@ -95,7 +96,8 @@ func readDefinition(path string) ([]byte, error) {
 
 func labUpCmd(name *string) *cobra.Command {
 	var file, mode, binDir, k8sBinDir string
-	var kubernetes, noAgent bool
+	var kubernetes, noAgent, realImage bool
+	var image fabric.Image
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Build the lab (default: the seed's example cluster, bridge mode)",
@@ -108,8 +110,11 @@ max-pods 30. Running up on a half-built lab repairs it.`,
 			if err != nil {
 				return err
 			}
+			if realImage {
+				image = fabric.RealImage
+			}
 			l, err := vnetlab.Up(cmd.Context(), vnetlab.UpOptions{Name: *name, Definition: def, Mode: mode, BinDir: binDir, Progress: cmd.ErrOrStderr(),
-				Kubernetes: kubernetes, K8sBinDir: k8sBinDir, NoAgent: noAgent})
+				Kubernetes: kubernetes, K8sBinDir: k8sBinDir, NoAgent: noAgent, Image: image})
 			if err != nil {
 				return err
 			}
@@ -127,6 +132,9 @@ max-pods 30. Running up on a half-built lab repairs it.`,
 	}
 	c.Flags().BoolVar(&kubernetes, "kubernetes", false, "also run Kubernetes: control plane in the API server's delegated subnet, a kubelet node per VM")
 	c.Flags().BoolVar(&noAgent, "no-agent", false, "run no vnetd on the VMs: the plugins work standalone")
+	c.Flags().BoolVar(&image.SecondariesOnEth0, "secondaries-on-eth0", false, "boot the VMs with the NIC's secondary IPs on eth0, as cloud-init's Azure datasource does")
+	c.Flags().BoolVar(&image.ForwardDrop, "forward-drop", false, "boot the VMs with a FORWARD policy of DROP (ip filter FORWARD), as Docker sets")
+	c.Flags().BoolVar(&realImage, "real-image", false, "both: --secondaries-on-eth0 --forward-drop")
 	c.Flags().StringVar(&k8sBinDir, "k8s-bin-dir", k8slab.DefaultBinDir, "Kubernetes binaries (built by scripts/k8s-binaries.sh)")
 	c.Flags().StringVarP(&file, "file", "f", "", "cluster definition (ACS-Engine JSON); the seed's example when empty")
 	c.Flags().StringVar(&mode, "mode", "", "network mode: bridge or transparent (default: the definition's, else bridge)")

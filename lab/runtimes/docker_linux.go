@@ -33,9 +33,22 @@ func DockerCLI() string {
 	return "docker"
 }
 
+// DockerOptions change how dockerd runs.
+type DockerOptions struct {
+	// Firewall lets dockerd manage iptables and IP forwarding in the
+	// node's namespace as it does by default on a host: among others it
+	// sets the FORWARD policy to DROP.
+	Firewall bool
+}
+
 // StartDocker starts containerd and dockerd for the node under dir, or
 // returns the ones running there.
 func StartDocker(ctx context.Context, n Node, dir string) (*Docker, error) {
+	return StartDockerWith(ctx, n, dir, DockerOptions{})
+}
+
+// StartDockerWith is StartDocker with options.
+func StartDockerWith(ctx context.Context, n Node, dir string, o DockerOptions) (*Docker, error) {
 	if err := n.validate(); err != nil {
 		return nil, err
 	}
@@ -61,7 +74,7 @@ func StartDocker(ctx context.Context, n Node, dir string) (*Docker, error) {
 			"--exec-root", filepath.Join(dir, "exec"),
 			"--pidfile", filepath.Join(dir, "dockerd.self.pid"),
 			"--config-file", cfg,
-			"--bridge", "none", "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",
+			"--bridge", "none", "--iptables="+fmt.Sprint(o.Firewall), "--ip6tables=false", "--ip-forward="+fmt.Sprint(o.Firewall), "--ip-masq=false",
 			"--userland-proxy=false",
 			"--exec-opt", "native.cgroupdriver=cgroupfs",
 			"--cgroup-parent", n.CgroupParent("docker"),

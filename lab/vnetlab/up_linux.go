@@ -45,6 +45,9 @@ type UpOptions struct {
 	K8sBinDir  string // Kubernetes binaries; k8slab.DefaultBinDir when empty
 	// NoAgent leaves the VMs without vnetd: the plugins work standalone.
 	NoAgent bool
+	// Image boots the VMs with traits of Azure's images (the NIC's
+	// secondary IPs on eth0, a FORWARD policy of DROP); clean when zero.
+	Image fabric.Image
 }
 
 // PlanFor validates a definition and plans it, before anything is created.
@@ -97,6 +100,7 @@ func Up(ctx context.Context, o UpOptions) (*Lab, error) {
 	}
 	defer unlock()
 	l := &Lab{Name: o.Name, Mode: p.Mode, Plan: p, Spec: fabricSpec(o.Name, p), Created: time.Now().UTC()}
+	l.Spec.Image = o.Image
 	if old, err := Load(o.Name); err == nil {
 		if old.Mode != l.Mode || !reflect.DeepEqual(old.Plan, l.Plan) {
 			return nil, fmt.Errorf("lab %q exists with another plan (%s mode, %d VMs); remove it first: vnetctl lab down --name %s", o.Name, old.Mode, len(old.Plan.Nodes), o.Name)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
 	"github.com/vnetcni/vnetcni/internal/datapath"
+	"github.com/vnetcni/vnetcni/internal/incumbent"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/netns/netnstest"
 	"github.com/vnetcni/vnetcni/internal/nft/nfttest"
@@ -91,12 +92,18 @@ type vm struct {
 	dir    string
 	runner *cnirunner.Runner
 	list   *libcni.NetworkConfigList
+	// incumbentDir holds the VM's Azure azure-vnet state files, if any.
+	incumbentDir string
 }
 
 type clusterOpts struct {
 	vms         int
 	secondaries int
 	conflist    []byte
+	// cleanVM boots the VMs without the traits of Azure's images (the
+	// NIC's secondary IPs on eth0, a FORWARD policy of DROP) that every
+	// test meets otherwise.
+	cleanVM bool
 }
 
 var subnet = netip.MustParsePrefix("10.0.0.0/24")
@@ -123,6 +130,9 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 		}
 		spec.VMs = append(spec.VMs, v)
 	}
+	if !o.cleanVM {
+		spec.Image = fabric.RealImage
+	}
 	f, svc := fabrictest.Start(t, spec)
 	c := &cluster{t: t, f: f, svc: svc}
 	for _, v := range spec.VMs {
@@ -132,6 +142,12 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 			t.Fatalf("parse conflist: %v", err)
 		}
 		m := &vm{c: c, spec: v, ns: f.VMNetNS(v.Name), dir: dir, list: list}
+		// Where the plugins look for Azure's own azure-vnet's state: the
+		// VM's, never the machine's /var/run.
+		m.incumbentDir = filepath.Join(dir, "incumbent")
+		if err := os.MkdirAll(m.incumbentDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
 		m.runner = &cnirunner.Runner{
 			NetNS:    netns.Path(m.ns),
 			BinDirs:  []string{binDir},
@@ -139,6 +155,7 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 			Env: []string{
 				store.EnvDir + "=" + filepath.Join(dir, "state"),
 				"AZURE_VNET_LOG_FILE=" + filepath.Join(dir, "azure-vnet.log"),
+				incumbent.EnvDir + "=" + m.incumbentDir,
 			},
 		}
 		c.vms = append(c.vms, m)

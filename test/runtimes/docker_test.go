@@ -103,3 +103,53 @@ func TestDocker(t *testing.T) {
 	report(t, "docker", fmt.Sprintf("Docker %s via docker-run.sh (--network none + CNI ADD): container %s (%s) <-> lab pod %s (%s); --remove released it; nothing left",
 		version, ip, vmB, peer.IP, vmA))
 }
+
+// TestDockerFirewall: a real dockerd that manages the firewall of its VM
+// (iptables, IP forwarding: it sets the FORWARD policy to DROP) and a
+// container attached through the plugins: the container reaches a pod of
+// another VM and a pod of its own VM, and they reach it (issue 12 case 4).
+func TestDockerFirewall(t *testing.T) {
+	tracked(t, "docker")
+	ctx := testCtx(t, 3*time.Minute)
+	dir := filepath.Join(theLab.VMDir(vmA), "docker-firewall")
+	dumpLogs(t, vmA, filepath.Join(dir, "dockerd.log"))
+	k, err := runtimes.StartDockerWith(ctx, node(vmA), dir, runtimes.DockerOptions{Firewall: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := k.Stop(context.Background()); err != nil {
+			t.Errorf("stop docker: %v", err)
+		}
+	})
+	out, err := exec.CommandContext(ctx, "nsenter", "--net="+vmNetNS(vmA), "--", "iptables-nft", "-S", "FORWARD").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "-P FORWARD DROP") {
+		t.Fatalf("dockerd did not set the FORWARD policy to DROP in %s: %v\n%s", vmA, err, out)
+	}
+	if err := k.Load(ctx, pauseTar); err != nil {
+		t.Fatal(err)
+	}
+	far := peerPod(t, ctx, vmB, "dfpeer")
+	near := peerPod(t, ctx, vmA, "dfnear")
+	name := "dkfw-" + randHex(6)
+	ipOut, err := dockerRun(ctx, k, vmA, name, "team-docker", runtimes.PauseImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip, err := netip.ParseAddr(ipOut)
+	if err != nil {
+		t.Fatalf("docker-run.sh printed %q, want the container's IP", ipOut)
+	}
+	pid, err := k.Run(ctx, "inspect", "--format", "{{.State.Pid}}", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrNS := "/proc/" + pid + "/ns/net"
+	mustReach(t, ctrNS, ip, far.NetNS, far.IP)
+	mustReach(t, ctrNS, ip, near.NetNS, near.IP)
+	if _, err := dockerRun(ctx, k, vmA, "--remove", name); err != nil {
+		t.Fatal(err)
+	}
+	report(t, "docker-firewall", fmt.Sprintf("dockerd managing iptables (FORWARD policy DROP) on %s: container %s <-> lab pods %s (%s), %s (%s)",
+		vmA, ip, far.IP, vmB, near.IP, vmA))
+}
