@@ -16,11 +16,18 @@
 # existing conflist that differs is kept, unless --force or
 # REPLACE_CONFLIST=1 (the old one is then kept as .bak). Finally runs the
 # installed azure-vnet --version (and checks it names the version asked for).
+#
+# The node must forward before its first pod arrives (a NodePort forwards to
+# pods on other nodes): turns on net.ipv4.ip_forward in the current network
+# namespace and persists it in $SYSCTL_DIR/90-azure-vnet.conf (/etc/sysctl.d;
+# empty: not persisted). ENABLE_IP_FORWARD=0 leaves forwarding alone.
 set -euo pipefail
 
 bin_dir=${CNI_BIN_DIR:-/opt/cni/bin}
 conf_dir=${CNI_CONF_DIR:-/etc/cni/net.d}
 replace=${REPLACE_CONFLIST:-0}
+forward=${ENABLE_IP_FORWARD:-1}
+sysctl_dir=${SYSCTL_DIR-/etc/sysctl.d}
 conflist=10-azure.conflist
 binaries=(azure-vnet azure-vnet-ipam portmap loopback)
 optional=(vnetctl docker-run.sh)
@@ -29,7 +36,7 @@ args=()
 for a in "$@"; do
   case "$a" in
     --force) replace=1 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "install-cni-plugin.sh: unknown option $a" >&2; exit 2 ;;
     *) args+=("$a") ;;
   esac
@@ -120,6 +127,17 @@ if [ -f "$dst" ] && ! cmp -s "$src/$conflist" "$dst"; then
   fi
 else
   place "$src/$conflist" "$dst" 644
+fi
+
+# Forwarding, as vnetctl install does (internal/install: Forwarding).
+if [ "$forward" != 0 ]; then
+  echo 1 > /proc/sys/net/ipv4/ip_forward
+  say "net.ipv4.ip_forward = 1"
+  if [ -n "$sysctl_dir" ]; then
+    mkdir -p "$sysctl_dir"
+    printf '# azure-vnet: pods and NodePorts need the node to forward\nnet.ipv4.ip_forward = 1\n' > "$work/sysctl.conf"
+    place "$work/sysctl.conf" "$sysctl_dir/90-azure-vnet.conf" 644
+  fi
 fi
 
 # Verify what was installed.

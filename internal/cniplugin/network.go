@@ -235,7 +235,7 @@ func (n *node) ensureNetwork(st *store.State, pool *store.Pool) (datapath.Rules,
 			}
 		}
 	}
-	if err := n.host.Sysctl("net/ipv4/ip_forward", "1"); err != nil {
+	if err := n.host.Sysctl(datapath.ForwardingSysctl, "1"); err != nil {
 		return r, err
 	}
 	resync := !r.Present(n.host.NFT)

@@ -74,6 +74,10 @@ const (
 	// MissingRules: a network with live pods has no nftables tables. Not
 	// fixable here: the next ADD programs them, with every recorded pod.
 	MissingRules Kind = "missing-rules"
+	// ForwardingOff: the node does not forward IPv4. Its pods' routes and
+	// kube-proxy's NodePorts need it before the first pod arrives
+	// (vnetctl install turns it on); repaired by turning it on.
+	ForwardingOff Kind = "forwarding-off"
 )
 
 // Garbage reports whether a kind is left over by interrupted or failed work
@@ -136,6 +140,8 @@ type Kernel struct {
 	Tables map[string]*Tables // by network, for every network known
 	Routes []Route            // main-table routes through host veths
 	Modes  map[string]string  // network -> mode, from the veths' aliases
+	// ForwardingOff: net.ipv4.ip_forward is 0.
+	ForwardingOff bool
 }
 
 // Veth is a host-side veth.
@@ -222,6 +228,10 @@ func Diagnose(s *Snapshot) []*Finding {
 		st = store.NewState()
 	}
 	k := s.Kernel
+	if k.ForwardingOff {
+		add(&Finding{Kind: ForwardingOff, Subject: "net.ipv4.ip_forward",
+			Detail: "IPv4 forwarding is off: NodePorts and routes to pods fail until the first ADD (vnetctl install turns it on)"})
+	}
 
 	networkOf := func(e *store.Endpoint) string { return e.Network }
 	modeOf := func(network string) string {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/ipam"
+	vnetcnins "github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/nft"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
@@ -28,13 +29,18 @@ type Doctor struct {
 	Store *store.Store
 	Host  *datapath.Host // netlink and nftables of the node's namespace
 	Now   func() time.Time
+	// in runs fn in the node's network namespace, for its sysctls.
+	in    func(fn func() error) error
 	close func()
 }
 
 // Open returns a doctor for the node whose state is in stateDir and whose
 // network namespace is at netnsPath ("" for the caller's own).
 func Open(stateDir, netnsPath string) (*Doctor, error) {
-	d := &Doctor{Store: store.New(stateDir), Now: time.Now}
+	d := &Doctor{Store: store.New(stateDir), Now: time.Now, in: func(fn func() error) error { return fn() }}
+	if netnsPath != "" {
+		d.in = func(fn func() error) error { return vnetcnins.DoPath(netnsPath, fn) }
+	}
 	if netnsPath == "" {
 		h, err := datapath.NewHost()
 		if err != nil {
@@ -117,6 +123,13 @@ func held(path string) bool {
 // through host veths.
 func (d *Doctor) kernel(st *store.State) (*Kernel, error) {
 	k := &Kernel{Veths: map[string]*Veth{}, Tables: map[string]*Tables{}, Modes: map[string]string{}}
+	if d.in != nil {
+		var fwd string
+		if err := d.in(func() (err error) { fwd, err = datapath.ReadSysctl(datapath.ForwardingSysctl); return err }); err != nil {
+			return nil, err
+		}
+		k.ForwardingOff = fwd == "0"
+	}
 	links, err := d.Host.Netlink.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
@@ -407,6 +420,8 @@ func (d *Doctor) repair(f *Finding) error {
 		return r.AddPod(d.Host.NFT, datapath.PodElem{HostIf: f.att.HostIfName, MAC: f.att.PodMAC, IP: f.att.IP.Addr()})
 	case StaleElement:
 		return d.deleteElems(f.Network, *f.elem)
+	case ForwardingOff:
+		return d.in(func() error { return datapath.WriteSysctl(datapath.ForwardingSysctl, "1") })
 	case MissingRoute:
 		l, err := d.Host.Netlink.LinkByName(f.route.Dev)
 		if err != nil {
