@@ -32,8 +32,8 @@ const (
 	// answered by a local endpoint.
 	singleNodePort = 30091
 	singleBackend  = "single-backend"
-	reachable     = "reachable"
-	probeWait     = 3 * time.Second
+	reachable      = "reachable"
+	probeWait      = 3 * time.Second
 )
 
 type podInfo struct {

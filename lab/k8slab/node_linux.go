@@ -229,7 +229,6 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 `, name, kubeconfig, c.PodSubnet)
 }
 
-
 // removeSandboxes stops and removes every pod sandbox through the CRI, so
 // the plugins run DEL for each.
 func removeSandboxes(sock string) {
