@@ -31,9 +31,9 @@ cd "$work"
 k8s_wrapper_module vnetcni.local/k8se2e "$K8S_VERSION"
 echo "e2e-binaries: resolving modules for $K8S_VERSION" >&2
 GOFLAGS=-mod=mod go get "k8s.io/kubernetes@$K8S_VERSION" >&2
-# The ginkgo CLI must match the library e2e.test links; the wrapper
-# module's requirement graph pins it to Kubernetes' own.
-GOFLAGS=-mod=mod go get github.com/onsi/ginkgo/v2/ginkgo >&2
+# The ginkgo CLI must match the library e2e.test links: Kubernetes' own.
+ginkgo_version=$(GOFLAGS=-mod=mod go list -m -f '{{.Version}}' github.com/onsi/ginkgo/v2)
+GOFLAGS=-mod=mod go get "github.com/onsi/ginkgo/v2/ginkgo@$ginkgo_version" >&2
 echo "e2e-binaries: building (cold: about 8 min on 2 cores after k8s-binaries)" >&2
 CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$cache/ginkgo" github.com/onsi/ginkgo/v2/ginkgo >&2
 CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$cache/agnhost" k8s.io/kubernetes/test/images/agnhost >&2
