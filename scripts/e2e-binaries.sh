@@ -28,9 +28,15 @@ mkdir -p "$cache"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-k8s_wrapper_module vnetcni.local/k8se2e "$K8S_VERSION"
 echo "e2e-binaries: resolving modules for $K8S_VERSION" >&2
-GOFLAGS=-mod=mod go get "k8s.io/kubernetes@$K8S_VERSION" >&2
+wrapper=${K8S_CACHE:-/var/cache/vnetcni/k8s}/$K8S_VERSION/.wrapper
+if [ -f "$wrapper/go.mod" ]; then
+  # k8s-binaries' module versions: its compiled packages are reused.
+  cp "$wrapper/go.mod" "$wrapper/go.sum" .
+else
+  k8s_wrapper_module vnetcni.local/k8se2e "$K8S_VERSION"
+  GOFLAGS=-mod=mod go get "k8s.io/kubernetes@$K8S_VERSION" >&2
+fi
 # The ginkgo CLI must match the library e2e.test links: Kubernetes' own.
 ginkgo_version=$(GOFLAGS=-mod=mod go list -m -f '{{.Version}}' github.com/onsi/ginkgo/v2)
 GOFLAGS=-mod=mod go get "github.com/onsi/ginkgo/v2/ginkgo@$ginkgo_version" >&2

@@ -60,6 +60,9 @@ CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$cache
   k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl >&2
 CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$cache/etcd" ./etcd >&2
 GOBIN="$cache" CGO_ENABLED=0 go install "github.com/coredns/coredns@$COREDNS_VERSION" >&2
+# The resolved wrapper module, for scripts/e2e-binaries.sh: the same module
+# versions make the same packages, so it builds on this build's cache.
+mkdir -p "$cache/.wrapper" && cp go.mod go.sum "$cache/.wrapper/"
 echo "$stamp" > "$cache/.stamp"
 have_all || { echo "k8s-binaries: missing binaries in $cache" >&2; exit 1; }
 echo "$cache"
