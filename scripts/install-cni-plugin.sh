@@ -20,6 +20,11 @@
 # (/etc/modules-load.d)/azure-vnet.conf for boot and loaded now if it is not.
 # Where cloud-init is installed, $CLOUD_INIT_DIR (/etc/cloud/cloud.cfg.d)
 # gets a drop-in that keeps it from putting the NIC's secondary IPs on eth0.
+#
+# The node must forward before its first pod arrives (a NodePort forwards to
+# pods on other nodes): turns on net.ipv4.ip_forward in the current network
+# namespace and persists it in $SYSCTL_DIR/90-azure-vnet.conf (/etc/sysctl.d;
+# empty: not persisted). ENABLE_IP_FORWARD=0 leaves forwarding alone.
 set -euo pipefail
 
 bin_dir=${CNI_BIN_DIR:-/opt/cni/bin}
@@ -27,6 +32,8 @@ conf_dir=${CNI_CONF_DIR:-/etc/cni/net.d}
 modules_dir=${MODULES_LOAD_DIR-/etc/modules-load.d}
 cloud_dir=${CLOUD_INIT_DIR-/etc/cloud/cloud.cfg.d}
 replace=${REPLACE_CONFLIST:-0}
+forward=${ENABLE_IP_FORWARD:-1}
+sysctl_dir=${SYSCTL_DIR-/etc/sysctl.d}
 conflist=10-azure.conflist
 binaries=(azure-vnet azure-vnet-ipam portmap loopback)
 optional=(vnetctl docker-run.sh)
@@ -35,7 +42,7 @@ args=()
 for a in "$@"; do
   case "$a" in
     --force) replace=1 ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "install-cni-plugin.sh: unknown option $a" >&2; exit 2 ;;
     *) args+=("$a") ;;
   esac
@@ -141,6 +148,16 @@ if [ -n "$cloud_dir" ] && [ -d "$cloud_dir" ]; then
 fi
 if [ ! -e /proc/sys/net/bridge/bridge-nf-call-iptables ]; then
   modprobe br_netfilter || say "warning: could not load br_netfilter (bridge mode loads it on its first pod)"
+fi
+# Forwarding, as vnetctl install does (internal/install: Forwarding).
+if [ "$forward" != 0 ]; then
+  echo 1 > /proc/sys/net/ipv4/ip_forward
+  say "net.ipv4.ip_forward = 1"
+  if [ -n "$sysctl_dir" ]; then
+    mkdir -p "$sysctl_dir"
+    printf '# azure-vnet: pods and NodePorts need the node to forward\nnet.ipv4.ip_forward = 1\n' > "$work/sysctl.conf"
+    place "$work/sysctl.conf" "$sysctl_dir/90-azure-vnet.conf" 644
+  fi
 fi
 
 # Verify what was installed.

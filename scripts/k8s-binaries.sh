@@ -15,16 +15,15 @@
 #   K8S_CACHE     (default /var/cache/vnetcni/k8s)
 set -euo pipefail
 export PATH="/usr/local/go/bin:$PATH"
+# shellcheck source=lib/k8s-wrapper.sh
+. "$(dirname "$0")/lib/k8s-wrapper.sh"
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.14.7}
 cache=${K8S_CACHE:-/var/cache/vnetcni/k8s}/$K8S_VERSION
 bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd coredns)
 
 # The binaries carry their version (kubectl get nodes shows it).
-minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
-vpkg=k8s.io/component-base/version
-ldflags="-s -w -X $vpkg.gitVersion=$K8S_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean"
-ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+ldflags="-s -w $(k8s_version_ldflags "$K8S_VERSION")"
 stamp="$K8S_VERSION coredns=$COREDNS_VERSION $ldflags"
 
 have_all() {
@@ -34,20 +33,10 @@ have_all() {
 if have_all; then echo "$cache"; exit 0; fi
 mkdir -p "$cache"
 
-staging_version="v0.${K8S_VERSION#v1.}"   # v1.37.2 -> v0.37.2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-{
-  echo "module vnetcni.local/k8sbuild"
-  echo
-  echo "go $(sed -n 's/^go //p' "$gomod")"
-  echo
-  echo "require k8s.io/kubernetes $K8S_VERSION"
-  echo
-  grep -E '^\s+k8s.io/[a-z0-9-]+ v0\.0\.0$' "$gomod" | awk -v v="$staging_version" '{print "replace " $1 " => " $1 " " v}'
-} > go.mod
+k8s_wrapper_module vnetcni.local/k8sbuild "$K8S_VERSION"
 mkdir -p etcd
 cat > etcd/main.go <<'GO'
 // Command etcd starts an etcd server (go.etcd.io/etcd/server/v3).
@@ -71,6 +60,9 @@ CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$cache
   k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl >&2
 CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$cache/etcd" ./etcd >&2
 GOBIN="$cache" CGO_ENABLED=0 go install "github.com/coredns/coredns@$COREDNS_VERSION" >&2
+# The resolved wrapper module, for scripts/e2e-binaries.sh: the same module
+# versions make the same packages, so it builds on this build's cache.
+mkdir -p "$cache/.wrapper" && cp go.mod go.sum "$cache/.wrapper/"
 echo "$stamp" > "$cache/.stamp"
 have_all || { echo "k8s-binaries: missing binaries in $cache" >&2; exit 1; }
 echo "$cache"

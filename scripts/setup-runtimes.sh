@@ -9,6 +9,8 @@
 # the install if the machine has none. The tests start their own daemons, in
 # lab namespaces, and end them by PID.
 set -euo pipefail
+# shellcheck source=lib/apt.sh
+. "$(dirname "$0")/lib/apt.sh"
 cd "$(dirname "$0")/.."
 export PATH="/usr/local/go/bin:$PATH"
 
@@ -30,9 +32,9 @@ if [ "${#pkgs[@]}" -gt 0 ]; then
     made_policy=1
   fi
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
+  apt_get update -qq
   status=0
-  apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null || status=$?
+  apt_get install -y -qq --no-install-recommends "${pkgs[@]}" || status=$?
   if [ -n "$made_policy" ]; then rm -f "$policy"; fi
   [ "$status" -eq 0 ] || exit "$status"
 fi

@@ -2,6 +2,8 @@
 # Installs what building, the tests and the lab need on a Debian machine.
 # Idempotent: installs only what is missing. Run as root.
 set -euo pipefail
+# shellcheck source=lib/apt.sh
+. "$(dirname "$0")/lib/apt.sh"
 
 export PATH="/usr/local/go/bin:$PATH"
 pkgs=()
@@ -16,8 +18,8 @@ need iperf3 iperf3
 if [ "${#pkgs[@]}" -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  apt_get update -qq
+  apt_get install -y -qq --no-install-recommends "${pkgs[@]}"
 fi
 if ! command -v go >/dev/null 2>&1; then
   echo "setup: Go is required (expected at /usr/local/go/bin/go)" >&2

@@ -16,15 +16,19 @@ func init() { extraCommands = append(extraCommands, newInstallCmd) }
 
 func newInstallCmd() *cobra.Command {
 	var o install.Options
+	var forwarding bool
+	var sysctlDir string
 	c := &cobra.Command{
 		Use:   "install",
 		Short: "Install the plugins and the sample conflist on this node (idempotent)",
 		Long: `Copies azure-vnet, azure-vnet-ipam, portmap and loopback from --bin-dir (default: vnetctl's
 own directory) into the CNI bin directory, writes the sample conflist (built into vnetctl)
-into the CNI configuration directory, and runs the installed azure-vnet --version.
-Names br_netfilter in /etc/modules-load.d/azure-vnet.conf and loads it if it is not
-(bridge mode needs it), and tells cloud-init (/etc/cloud/cloud.cfg.d, if present) not to
-put the NIC's secondary IPs on eth0. Identical files are left alone; an existing conflist that differs is kept unless --force.
+into the CNI configuration directory, turns on IPv4 forwarding in this network namespace
+(persisted in --sysctl-dir: a node forwards for NodePorts before its first pod arrives), and
+runs the installed azure-vnet --version. Names br_netfilter in /etc/modules-load.d/azure-vnet.conf
+and loads it if it is not (bridge mode needs it), and tells cloud-init (/etc/cloud/cloud.cfg.d,
+if present) not to put the NIC's secondary IPs on eth0.
+Identical files are left alone; an existing conflist that differs is kept unless --force.
 Same as scripts/install-cni-plugin.sh; CNI_BIN_DIR and CNI_CONF_DIR set the defaults.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -36,6 +40,13 @@ Same as scripts/install-cni-plugin.sh; CNI_BIN_DIR and CNI_CONF_DIR set the defa
 			}
 			if err != nil {
 				return err
+			}
+			if forwarding {
+				a, err := install.Forwarding(sysctlDir)
+				fmt.Fprintf(out, "%-40s %s\n", a.Path, a.Outcome)
+				if err != nil {
+					return err
+				}
 			}
 			v, err := install.Verify(o.BinDir)
 			if err != nil {
@@ -57,6 +68,8 @@ Same as scripts/install-cni-plugin.sh; CNI_BIN_DIR and CNI_CONF_DIR set the defa
 	c.Flags().StringVar(&o.ModulesLoadDir, "modules-load-dir", envOr("MODULES_LOAD_DIR", install.DefaultModulesLoadDir), "where to name the kernel modules to load at boot, br_netfilter ($MODULES_LOAD_DIR; empty: nowhere)")
 	c.Flags().StringVar(&o.CloudInitDir, "cloud-init-dir", envOr("CLOUD_INIT_DIR", install.DefaultCloudInitDir), "where cloud-init is told not to put the NIC's secondary IPs on eth0, if it exists ($CLOUD_INIT_DIR; empty: nowhere)")
 	c.Flags().BoolVar(&o.ReplaceConflist, "force", os.Getenv("REPLACE_CONFLIST") == "1", "replace an existing conflist that differs (the old one is kept as .bak; $REPLACE_CONFLIST=1)")
+	c.Flags().BoolVar(&forwarding, "forwarding", os.Getenv("ENABLE_IP_FORWARD") != "0", "turn on net.ipv4.ip_forward ($ENABLE_IP_FORWARD=0 leaves it alone)")
+	c.Flags().StringVar(&sysctlDir, "sysctl-dir", envOr("SYSCTL_DIR", install.DefaultSysctlDir), "where to persist it (empty: do not persist; $SYSCTL_DIR)")
 	return c
 }
 

@@ -9,12 +9,17 @@ import (
 	"testing"
 
 	"github.com/vnetcni/vnetcni/conf"
+	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/install"
+	"github.com/vnetcni/vnetcni/internal/netns"
+	"github.com/vnetcni/vnetcni/internal/netns/netnstest"
 )
 
 // TestInstallCommand runs `vnetctl install` twice against temporary CNI
-// directories: the second run changes nothing.
+// directories, in a throwaway network namespace: the second run changes
+// nothing, and the namespace forwards.
 func TestInstallCommand(t *testing.T) {
+	ns := netnstest.New(t, "vci")
 	src, root := t.TempDir(), t.TempDir()
 	for _, b := range install.Binaries {
 		script := "#!/bin/sh\necho \"CNI plugin " + b + " v3.0.0\"\n"
@@ -22,7 +27,7 @@ func TestInstallCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	bin, confDir := filepath.Join(root, "bin"), filepath.Join(root, "net.d")
+	bin, confDir, sysctlDir := filepath.Join(root, "bin"), filepath.Join(root, "net.d"), filepath.Join(root, "sysctl.d")
 	cloudDir := filepath.Join(root, "cloud.cfg.d")
 	if err := os.Mkdir(cloudDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -30,8 +35,9 @@ func TestInstallCommand(t *testing.T) {
 	run := func() string {
 		var out, errOut bytes.Buffer
 		cmd := newRoot(&out, &errOut)
-		cmd.SetArgs([]string{"install", "--bin-dir", src, "--cni-bin-dir", bin, "--cni-conf-dir", confDir, "--modules-load-dir", filepath.Join(root, "modules-load.d"), "--cloud-init-dir", cloudDir})
-		if err := cmd.ExecuteContext(context.Background()); err != nil {
+		cmd.SetArgs([]string{"install", "--bin-dir", src, "--cni-bin-dir", bin, "--cni-conf-dir", confDir, "--sysctl-dir", sysctlDir,
+			"--modules-load-dir", filepath.Join(root, "modules-load.d"), "--cloud-init-dir", cloudDir})
+		if err := netns.Do(ns, func() error { return cmd.ExecuteContext(context.Background()) }); err != nil {
 			t.Fatalf("vnetctl install: %v\n%s%s", err, out.String(), errOut.String())
 		}
 		return out.String()
@@ -51,5 +57,12 @@ func TestInstallCommand(t *testing.T) {
 	}
 	if second := run(); strings.Contains(second, "installed") || strings.Contains(second, "updated") {
 		t.Errorf("second install printed:\n%s\nwant every file unchanged", second)
+	}
+	var fwd string
+	if err := netns.Do(ns, func() (err error) { fwd, err = datapath.ReadSysctl(datapath.ForwardingSysctl); return err }); err != nil || fwd != "1" {
+		t.Errorf("after install the namespace has ip_forward %q (%v), want 1", fwd, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(sysctlDir, install.SysctlFile)); err != nil || !strings.Contains(string(b), "net.ipv4.ip_forward = 1") {
+		t.Errorf("%s holds %q (%v), want net.ipv4.ip_forward = 1", install.SysctlFile, b, err)
 	}
 }

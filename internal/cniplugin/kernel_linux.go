@@ -95,7 +95,7 @@ func (k hostKernel) SetUpNetwork(r datapath.Rules, b *datapath.Bridge, saved *st
 			return nil, err
 		}
 	}
-	if err := h.Sysctl("net/ipv4/ip_forward", "1"); err != nil {
+	if err := h.Sysctl(datapath.ForwardingSysctl, "1"); err != nil {
 		return nil, err
 	}
 	// The static rules and the recorded pods' elements, whatever was lost:

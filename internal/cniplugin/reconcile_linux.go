@@ -166,7 +166,7 @@ func (rc *Reconciler) ruleCount(network string) (int, bool) {
 // nodeSysctls are the node-level settings ensureNetwork writes, relative
 // to /proc/sys.
 func nodeSysctls(mode, bridge string) []string {
-	s := []string{"net/ipv4/ip_forward"}
+	s := []string{datapath.ForwardingSysctl}
 	if mode == netconf.ModeBridge {
 		s = append(s, "net/ipv4/conf/all/send_redirects", "net/ipv4/conf/"+bridge+"/send_redirects")
 	}

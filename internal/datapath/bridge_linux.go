@@ -120,7 +120,7 @@ func (b Bridge) Ensure(h *netlink.Handle, saved *store.LinkConfig, persist func(
 		if err := h.LinkSetUp(br); err != nil {
 			return fmt.Errorf("bring up bridge %s: %w", b.Name, err)
 		}
-		return nil // already complete
+		return b.hairpin(h, master) // otherwise complete
 	case saved != nil && len(saved.Addrs) > 0:
 		move = saved
 	case len(bcfg.Addrs) > 0:
@@ -188,6 +188,21 @@ func (b Bridge) Ensure(h *netlink.Handle, saved *store.LinkConfig, persist func(
 		}
 	}
 	moveDNS(b.Master, b.Name)
+	return b.hairpin(h, master)
+}
+
+// hairpin lets the NIC's bridge port send a frame back out the port it came
+// in by. The node rewrites connections that arrive from the fabric for
+// other VMs' addresses — a NodePort or load-balanced Service whose backend
+// is a pod elsewhere — and bridge netfilter then bridges them back towards
+// the fabric, which a port without hairpin refuses. What may take that way
+// is limited by the rules' forward chain (only rewritten connections), so
+// floods from the fabric are not reflected to it.
+// Equivalent to: ip link set eth0 type bridge_slave hairpin on.
+func (b Bridge) hairpin(h *netlink.Handle, master netlink.Link) error {
+	if err := h.LinkSetHairpin(master, true); err != nil {
+		return fmt.Errorf("set hairpin on %s: %w", b.Master, err)
+	}
 	return nil
 }
 

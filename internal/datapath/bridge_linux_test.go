@@ -88,6 +88,10 @@ func TestBridgeEnsureMovesConfiguration(t *testing.T) {
 	if br.Attrs().HardwareAddr.String() != eth0.Attrs().HardwareAddr.String() {
 		t.Errorf("bridge MAC %s, want the NIC's %s", br.Attrs().HardwareAddr, eth0.Attrs().HardwareAddr)
 	}
+	// Connections the node rewrote may go back out the NIC (NodePorts).
+	if pi, err := h.LinkGetProtinfo(eth0); err != nil || !pi.Hairpin {
+		t.Errorf("eth0's bridge port: hairpin %t (%v), want on", pi.Hairpin, err)
+	}
 	b.Primary = netip.MustParsePrefix("10.0.0.4/24")
 	if !b.Ready(h) {
 		t.Errorf("Ready = false after Ensure")

@@ -23,6 +23,12 @@ const (
 	ModeTransparent = "transparent"
 )
 
+// ForwardingSysctl is the node's IPv4 forwarding switch. A node forwards
+// before its first pod arrives: kube-proxy's NodePorts and every route to a
+// pod depend on it, so installing the plugins turns it on (see package
+// install) and the first ADD makes sure of it.
+const ForwardingSysctl = "net/ipv4/ip_forward"
+
 // HostIfPrefix starts the name of every host-side veth the plugin creates.
 const HostIfPrefix = "azv"
 

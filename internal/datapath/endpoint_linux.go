@@ -96,6 +96,7 @@ func (h *Host) Close() {
 
 // WriteSysctl writes a networking sysctl of the calling thread's namespace,
 // e.g. WriteSysctl("net/ipv4/ip_forward", "1").
+// Equivalent to: sysctl -w net.ipv4.ip_forward=1.
 func WriteSysctl(path, value string) error {
 	p := filepath.Join("/proc/sys", path)
 	if cur, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(cur)) == value {
@@ -105,6 +106,15 @@ func WriteSysctl(path, value string) error {
 		return fmt.Errorf("set sysctl %s=%s: %w", path, value, err)
 	}
 	return nil
+}
+
+// ReadSysctl reads a networking sysctl of the calling thread's namespace.
+func ReadSysctl(path string) (string, error) {
+	b, err := os.ReadFile(filepath.Join("/proc/sys", path))
+	if err != nil {
+		return "", fmt.Errorf("read sysctl %s: %w", path, err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 func podHandle(path string) (*netlink.Handle, func(), error) {

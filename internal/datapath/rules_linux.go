@@ -52,7 +52,7 @@ func (r Rules) Fingerprint() string {
 	for _, p := range nm {
 		s = append(s, p.String())
 	}
-	return fmt.Sprintf("v3 %s %s %s %s %s snat=%t wireserver=%t imds-blocked=%t %s", r.Mode, r.Master, r.Bridge, r.NICMAC, r.PrimaryIP,
+	return fmt.Sprintf("v4 %s %s %s %s %s snat=%t wireserver=%t imds-blocked=%t %s", r.Mode, r.Master, r.Bridge, r.NICMAC, r.PrimaryIP,
 		r.SNAT, r.AllowWireserver, r.BlockIMDS, strings.Join(s, ","))
 }
 
@@ -249,6 +249,8 @@ func (r Rules) programBridge(c *builder, t *tables) error {
 	c.AddTable(t.br)
 	pre := c.AddChain(&nftables.Chain{Table: t.br, Name: "prerouting", Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: priority(-300)})
+	fwd := c.AddChain(&nftables.Chain{Table: t.br, Name: "forward", Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter})
 	post := c.AddChain(&nftables.Chain{Table: t.br, Name: "postrouting", Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPostrouting, Priority: priority(300)})
 	c.FlushTable(t.br)
@@ -288,6 +290,16 @@ func (r Rules) programBridge(c *builder, t *tables) error {
 	// MAC. Only pod-to-pod traffic on the node stays on the bridge.
 	c.AddRule(nft.Rule(pre, fromPod, nft.PktType(unix.PACKET_OTHERHOST), nft.EtherType(nft.EtherTypeIPv4),
 		nft.In(nft.IPDaddr, t.pods, false), nft.SetMAC(nft.EtherDaddr, r.NICMAC), nft.SetPktTypeHost()))
+
+	// The NIC's port has hairpin on (see Bridge.hairpin): a connection
+	// from the fabric that the node rewrote to another VM's address (a
+	// NodePort or load-balanced Service with its backend elsewhere) goes
+	// back out the NIC, as routing would send it. Such a frame came in
+	// addressed to the node (packet type host) and bridge netfilter gave
+	// it the new next hop's MAC. Nothing else goes back: a broadcast,
+	// multicast or unknown unicast from the fabric is never reflected.
+	c.AddRule(nft.Rule(fwd, fromNIC, toNIC, nft.PktType(unix.PACKET_HOST), nft.Accept()))
+	c.AddRule(nft.Rule(fwd, fromNIC, toNIC, nft.Counter(), nft.Drop()))
 
 	// ARP for the node's and the pods' own addresses is answered on the
 	// bridge; never ask the fabric.

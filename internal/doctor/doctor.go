@@ -87,6 +87,10 @@ const (
 	// NIC's secondary IPs on eth0): the node answers for the pod. Fix:
 	// take it off the node's link.
 	NodeHoldsPodAddress Kind = "node-holds-pod-address"
+	// ForwardingOff: the node does not forward IPv4. Its pods' routes and
+	// kube-proxy's NodePorts need it before the first pod arrives
+	// (vnetctl install turns it on); repaired by turning it on.
+	ForwardingOff Kind = "forwarding-off"
 )
 
 // Garbage reports whether a kind is left over by interrupted or failed work
@@ -157,6 +161,8 @@ type Kernel struct {
 	// NodeAddrs are the node's IPv4 addresses by the link holding them
 	// (host veths excluded).
 	NodeAddrs map[netip.Addr]NodeAddr
+	// ForwardingOff: net.ipv4.ip_forward is 0.
+	ForwardingOff bool
 }
 
 // NodeAddr is an address on one of the node's links.
@@ -200,6 +206,10 @@ func Diagnose(s *Snapshot) []*Finding {
 		d.add(&Finding{Kind: StateDamaged, Subject: store.FileName, Detail: s.StateErr.Error()})
 		// Compare the kernel with nothing: only what needs no state.
 		d.st = store.NewState()
+	}
+	if s.Kernel.ForwardingOff {
+		d.add(&Finding{Kind: ForwardingOff, Subject: "net.ipv4.ip_forward",
+			Detail: "IPv4 forwarding is off: NodePorts and routes to pods fail until the first ADD (vnetctl install turns it on)"})
 	}
 	for _, e := range d.st.Endpoints {
 		d.byHostIf[e.HostIfName] = e

@@ -122,6 +122,11 @@ func held(path string) bool {
 // through host veths.
 func (d *Doctor) kernel(st *store.State) (*Kernel, error) {
 	k := &Kernel{Veths: map[string]*Veth{}, Tables: map[string]*Tables{}, Modes: map[string]string{}}
+	var fwd string
+	if err := d.inNode(func() (err error) { fwd, err = datapath.ReadSysctl(datapath.ForwardingSysctl); return err }); err != nil {
+		return nil, err
+	}
+	k.ForwardingOff = fwd == "0"
 	links, err := d.Host.Netlink.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
@@ -434,6 +439,8 @@ func (d *Doctor) repair(f *Finding) error {
 		return r.AddPod(d.Host.NFT, datapath.PodElem{HostIf: f.att.HostIfName, MAC: f.att.PodMAC, IP: f.att.IP.Addr()})
 	case StaleElement:
 		return d.deleteElems(f.Network, *f.elem)
+	case ForwardingOff:
+		return d.inNode(func() error { return datapath.WriteSysctl(datapath.ForwardingSysctl, "1") })
 	case MissingRoute:
 		l, err := d.Host.Netlink.LinkByName(f.route.Dev)
 		if err != nil {

@@ -75,6 +75,10 @@ func newTestNode(t *testing.T, mode string) *testNode {
 				return err
 			}
 		}
+		// An installed node forwards.
+		if err := datapath.WriteSysctl(datapath.ForwardingSysctl, "1"); err != nil {
+			return err
+		}
 		return n.rules.Program(host.NFT, false, nil)
 	})
 	if err != nil {
@@ -330,6 +334,19 @@ func TestDoctor(t *testing.T) {
 			check: func(n *testNode) {
 				if st := n.state(); len(st.Endpoints) != 2 {
 					n.t.Errorf("rebuilt state has %d endpoints, want 2", len(st.Endpoints))
+				}
+			}},
+		{name: "forwarding off", mode: datapath.ModeTransparent,
+			harm: func(n *testNode) {
+				if err := netns.Do(n.ns, func() error { return datapath.WriteSysctl(datapath.ForwardingSysctl, "0") }); err != nil {
+					n.t.Fatal(err)
+				}
+			},
+			want: []string{"forwarding-off net.ipv4.ip_forward"},
+			check: func(n *testNode) {
+				var v string
+				if err := netns.Do(n.ns, func() (err error) { v, err = datapath.ReadSysctl(datapath.ForwardingSysctl); return err }); err != nil || v != "1" {
+					n.t.Errorf("after repair ip_forward is %q (%v), want 1", v, err)
 				}
 			}},
 		{name: "outside pool", mode: datapath.ModeBridge,

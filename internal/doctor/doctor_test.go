@@ -100,7 +100,7 @@ func TestKinds(t *testing.T) {
 			t.Errorf("%s: fixable %t, garbage %t; want neither", k, k.Fixable(), k.Garbage())
 		}
 	}
-	for _, k := range []Kind{UnrecordedAttachment, DuplicateAddress, Mismatch, MissingElement, MissingRoute, StateDamaged, MissingRules} {
+	for _, k := range []Kind{UnrecordedAttachment, DuplicateAddress, Mismatch, MissingElement, MissingRoute, StateDamaged, MissingRules, ForwardingOff} {
 		if !k.Fixable() || k.Garbage() {
 			t.Errorf("%s: fixable %t, garbage %t; want a fixable repair that is not garbage", k, k.Fixable(), k.Garbage())
 		}

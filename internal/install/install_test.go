@@ -140,9 +140,20 @@ func TestInstallScript(t *testing.T) {
 	if err := os.Mkdir(cloudDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	sysctlDir := filepath.Join(root, "etc-sysctl.d")
+	// Forwarding is turned on in a throwaway network namespace
+	// (unshare --net), never the machine's; without root, not at all.
+	forwarding := os.Geteuid() == 0
 	run := func(env []string, args ...string) (string, error) {
-		cmd := exec.Command("bash", append([]string{script}, args...)...)
-		cmd.Env = append(os.Environ(), append([]string{"CNI_BIN_DIR=" + bin, "CNI_CONF_DIR=" + confDir, "REPLACE_CONFLIST=", "MODULES_LOAD_DIR=" + filepath.Join(root, "modules-load.d"), "CLOUD_INIT_DIR=" + cloudDir}, env...)...)
+		argv := append([]string{"bash", script}, args...)
+		fwd := "ENABLE_IP_FORWARD=0"
+		if forwarding {
+			argv = append([]string{"unshare", "--net", "--"}, argv...)
+			fwd = "ENABLE_IP_FORWARD=1"
+		}
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Env = append(os.Environ(), append([]string{"CNI_BIN_DIR=" + bin, "CNI_CONF_DIR=" + confDir, "REPLACE_CONFLIST=", fwd, "SYSCTL_DIR=" + sysctlDir,
+			"MODULES_LOAD_DIR=" + filepath.Join(root, "modules-load.d"), "CLOUD_INIT_DIR=" + cloudDir}, env...)...)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -179,6 +190,11 @@ func TestInstallScript(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(confDir, conf.FileName)); string(b) != string(conf.Conflist) {
 		t.Errorf("after REPLACE_CONFLIST=1 the conflist is %q, want the release's", b)
+	}
+	if forwarding {
+		if b, err := os.ReadFile(filepath.Join(sysctlDir, SysctlFile)); err != nil || !strings.Contains(string(b), "net.ipv4.ip_forward = 1") {
+			t.Errorf("%s holds %q (%v), want net.ipv4.ip_forward = 1", SysctlFile, b, err)
+		}
 	}
 }
 

@@ -87,7 +87,8 @@ func build(s Spec) error {
 		}
 		kv := noIPv6
 		if fresh {
-			// A new VM does not forward; the CNI plugin turns it on.
+			// A new VM does not forward until it is installed (vnetctl install,
+			// the lab's installVM) or its first ADD.
 			kv = append(slices.Clone(noIPv6), [2]string{"net/ipv4/ip_forward", "0"})
 		}
 		if err := sysctls(name, kv); err != nil {

@@ -27,8 +27,13 @@ const CheckNamespace = "vnetcni-check"
 
 const (
 	checkNodePort = 30090
-	reachable     = "reachable"
-	probeWait     = 3 * time.Second
+	// singleNodePort serves the Service with one backend (singleBackend,
+	// on the first node): a probe through a node without it cannot be
+	// answered by a local endpoint.
+	singleNodePort = 30091
+	singleBackend  = "single-backend"
+	reachable      = "reachable"
+	probeWait      = 3 * time.Second
 )
 
 type podInfo struct {
@@ -113,11 +118,22 @@ func (c *Cluster) Check(ctx context.Context, pool func(node string) []netip.Addr
 				return apiReady(a.NetNS, c.pki().CACert(), "https://"+KubernetesServiceIP.String()+"/readyz")
 			}))
 	}
-	for i, n := range c.Nodes {
-		from := c.Nodes[(i+1)%len(c.Nodes)]
-		url := fmt.Sprintf("http://%s:%d/", n.IP, checkNodePort)
-		add("NodePort from another VM", from.Name, fmt.Sprintf("%s:%d", n.IP, checkNodePort), "HTTP 200",
-			eventually("HTTP 200", func() string { return httpStatus(from.NetNS, url) }))
+	// NodePort through every node, from every other VM, to a Service with
+	// a single backend: a node must forward to a pod elsewhere, back out
+	// the NIC the connection came in by (Kubernetes' conformance "functioning
+	// NodePort service"). With a backend on every node, a probe that retries
+	// until a local endpoint answers would hide exactly that. Retries here
+	// only wait for kube-proxy; they cannot reach another endpoint.
+	backendNode := c.Nodes[0].Name
+	for _, n := range c.Nodes {
+		for _, from := range c.Nodes {
+			if from.Name == n.Name {
+				continue
+			}
+			url := fmt.Sprintf("http://%s:%d/", n.IP, singleNodePort)
+			add("NodePort, one backend (on "+backendNode+"), via each node", from.Name, fmt.Sprintf("%s %s:%d", n.Name, n.IP, singleNodePort), "HTTP 200",
+				eventually("HTTP 200", func() string { return httpStatus(from.NetNS, url) }))
+		}
 	}
 
 	// A deleted pod gives its address back to its node's pool.
@@ -239,14 +255,38 @@ spec:
   type: NodePort
   selector: {app: echo}
   ports: [{port: 80, targetPort: 8080, nodePort: %[4]d}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: %[6]s, namespace: %[1]s, labels: {app: %[6]s}}
+spec:
+  nodeName: %[5]s
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: echo
+    image: %[3]s
+    imagePullPolicy: Never
+    args: ["serve", ":8080"]
+    readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: %[6]s, namespace: %[1]s}
+spec:
+  type: NodePort
+  selector: {app: %[6]s}
+  ports: [{port: 80, targetPort: 8080, nodePort: %[7]d}]
 `
 
 func (c *Cluster) deployCheck(ctx context.Context) error {
-	m := fmt.Sprintf(checkManifest, CheckNamespace, len(c.Nodes), EchoImage, checkNodePort)
+	m := fmt.Sprintf(checkManifest, CheckNamespace, len(c.Nodes), EchoImage, checkNodePort, c.Nodes[0].Name, singleBackend, singleNodePort)
 	if _, err := c.KubectlStdin(ctx, []byte(m), "apply", "-f", "-"); err != nil {
 		return err
 	}
-	_, err := c.Kubectl(ctx, "-n", CheckNamespace, "rollout", "status", "deployment/echo", "--timeout=180s")
+	if _, err := c.Kubectl(ctx, "-n", CheckNamespace, "rollout", "status", "deployment/echo", "--timeout=180s"); err != nil {
+		return err
+	}
+	_, err := c.Kubectl(ctx, "-n", CheckNamespace, "wait", "--for=condition=Ready", "pod/"+singleBackend, "--timeout=180s")
 	return err
 }
 

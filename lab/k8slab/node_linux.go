@@ -116,7 +116,8 @@ func RunNode(ctx context.Context, c *Cluster, name string) error {
 	rn := runtimes.Node{Name: c.Lab + "-" + name, NetNS: n.NetNS, CNIBinDir: n.CNIBinDir, CNIConfDir: n.CNIConf,
 		Env: []string{store.EnvDir + "=" + n.StateDir, "AZURE_VNET_LOG_FILE=" + n.LogFile}}
 	cfg := filepath.Join(cdir, "config.toml")
-	if err := os.WriteFile(cfg, []byte(runtimes.ContainerdConfig(cdir, rn, snapshotter(cdir), true)), 0o644); err != nil {
+	snap := runtimes.Snapshotter(cdir)
+	if err := os.WriteFile(cfg, []byte(runtimes.ContainerdConfig(cdir, rn, snap, true)), 0o644); err != nil {
 		return err
 	}
 	sock := filepath.Join(cdir, "containerd.sock")
@@ -138,7 +139,7 @@ func RunNode(ctx context.Context, c *Cluster, name string) error {
 	defer removeSandboxes(sock)
 	for _, img := range []string{"pause.tar", "echo.tar", "coredns.tar"} {
 		cmd := exec.CommandContext(ctx, "ctr", "--address", sock, "--namespace", runtimes.Namespace, "images", "import",
-			"--snapshotter", snapshotter(cdir), c.path("images", img))
+			"--snapshotter", snap, c.path("images", img))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("import %s: %v: %s", img, err, out)
 		}
@@ -227,10 +228,6 @@ healthzBindAddress: 127.0.0.1:10256
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 `, name, kubeconfig, c.PodSubnet)
 }
-
-// snapshotter is containerd's: the lab's images are a single small layer,
-// so the native snapshotter costs nothing and works on every filesystem.
-func snapshotter(string) string { return "native" }
 
 // removeSandboxes stops and removes every pod sandbox through the CRI, so
 // the plugins run DEL for each.

@@ -40,11 +40,14 @@ const (
 // epoch is every file's modification time and the image's creation time.
 var epoch = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// File is one file of the image's only layer.
+// File is one file of the image's top layer.
 type File struct {
 	Path string      // inside the image, e.g. "pause" or "/pause"
 	Mode fs.FileMode // permission bits, e.g. 0o755
 	Data []byte
+	// Link, when set, makes the file a symbolic link to Link (Data and
+	// Mode are then unused).
+	Link string
 }
 
 // Image is what to write.
@@ -53,8 +56,15 @@ type Image struct {
 	// and a tag, e.g. localhost/vnetcni/pause:v1.
 	Name       string
 	Entrypoint []string
-	Env        []string
-	Files      []File
+	// Cmd is the default arguments (Kubernetes' args), or the command when
+	// there is no entrypoint.
+	Cmd   []string
+	Env   []string
+	Files []File
+	// Base, when set, is an uncompressed layer tarball below the files'
+	// layer, e.g. a root filesystem shared by several images: it is
+	// written once per image, and a runtime stores it once.
+	Base []byte
 	// Arch is the GOARCH the files are for; runtime.GOARCH when empty.
 	Arch string
 }
@@ -98,6 +108,7 @@ type config struct {
 
 type runConfig struct {
 	Entrypoint []string `json:"Entrypoint,omitempty"`
+	Cmd        []string `json:"Cmd,omitempty"`
 	Env        []string `json:"Env,omitempty"`
 	WorkingDir string   `json:"WorkingDir,omitempty"`
 }
@@ -123,7 +134,8 @@ type dockerManifest struct {
 type Built struct {
 	Manifest Descriptor
 	Config   Descriptor
-	Layer    Descriptor
+	Layer    Descriptor // the files' layer, on top
+	Base     *Descriptor
 }
 
 // ID is the image ID the runtimes show: the config's digest.
@@ -134,10 +146,10 @@ func (img Image) Validate() error {
 	if err := validName(img.Name); err != nil {
 		return err
 	}
-	if len(img.Entrypoint) == 0 {
-		return fmt.Errorf("image %s: entrypoint is empty", img.Name)
+	if len(img.Entrypoint) == 0 && len(img.Cmd) == 0 {
+		return fmt.Errorf("image %s: entrypoint and cmd are empty", img.Name)
 	}
-	if len(img.Files) == 0 {
+	if len(img.Files) == 0 && len(img.Base) == 0 {
 		return fmt.Errorf("image %s: no files", img.Name)
 	}
 	seen := map[string]bool{}
@@ -191,19 +203,34 @@ func (img Image) Write(w io.Writer) (Built, error) {
 		return Built{}, err
 	}
 	b := Built{Layer: descriptor(MediaTypeLayer, layer)}
+	layers := []Descriptor{b.Layer}
+	blobs := [][]byte{layer}
+	history := []historyItem{{Created: epoch, CreatedBy: "vnetcni ociimage"}}
+	if len(img.Base) > 0 {
+		base := descriptor(MediaTypeLayer, img.Base)
+		b.Base = &base
+		layers = []Descriptor{base, b.Layer}
+		blobs = [][]byte{img.Base, layer}
+		history = append([]historyItem{{Created: epoch, CreatedBy: "vnetcni ociimage: base"}}, history...)
+	}
+	var diffIDs, layerPaths []string
+	for _, l := range layers {
+		diffIDs = append(diffIDs, l.Digest)
+		layerPaths = append(layerPaths, blobPath(l))
+	}
 	cfg, err := json.Marshal(config{
 		Created:      epoch,
 		Architecture: arch,
 		OS:           "linux",
-		Config:       runConfig{Entrypoint: img.Entrypoint, Env: img.Env, WorkingDir: "/"},
-		RootFS:       rootFS{Type: "layers", DiffIDs: []string{b.Layer.Digest}},
-		History:      []historyItem{{Created: epoch, CreatedBy: "vnetcni ociimage"}},
+		Config:       runConfig{Entrypoint: img.Entrypoint, Cmd: img.Cmd, Env: img.Env, WorkingDir: "/"},
+		RootFS:       rootFS{Type: "layers", DiffIDs: diffIDs},
+		History:      history,
 	})
 	if err != nil {
 		return Built{}, err
 	}
 	b.Config = descriptor(MediaTypeConfig, cfg)
-	man, err := json.Marshal(manifest{SchemaVersion: 2, MediaType: MediaTypeManifest, Config: b.Config, Layers: []Descriptor{b.Layer}})
+	man, err := json.Marshal(manifest{SchemaVersion: 2, MediaType: MediaTypeManifest, Config: b.Config, Layers: layers})
 	if err != nil {
 		return Built{}, err
 	}
@@ -215,7 +242,7 @@ func (img Image) Write(w io.Writer) (Built, error) {
 	if err != nil {
 		return Built{}, err
 	}
-	dm, err := json.Marshal([]dockerManifest{{Config: blobPath(b.Config), RepoTags: []string{img.Name}, Layers: []string{blobPath(b.Layer)}}})
+	dm, err := json.Marshal([]dockerManifest{{Config: blobPath(b.Config), RepoTags: []string{img.Name}, Layers: layerPaths}})
 	if err != nil {
 		return Built{}, err
 	}
@@ -234,9 +261,14 @@ func (img Image) Write(w io.Writer) (Built, error) {
 		{"oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)},
 		{"index.json", idx},
 		{"manifest.json", dm},
-		{blobPath(b.Layer), layer},
 		{blobPath(b.Config), cfg},
 		{blobPath(b.Manifest), man},
+	}
+	for i, l := range layers {
+		files = append(files, struct {
+			name string
+			data []byte
+		}{blobPath(l), blobs[i]})
 	}
 	for _, f := range files {
 		if err := writeFile(tw, f.name, 0o644, f.data); err != nil {
@@ -268,6 +300,12 @@ func (img Image) layer() ([]byte, error) {
 			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: epoch, Format: tar.FormatPAX}); err != nil {
 				return nil, err
 			}
+		}
+		if f.Link != "" {
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: p, Linkname: f.Link, Mode: 0o777, ModTime: epoch, Format: tar.FormatPAX}); err != nil {
+				return nil, fmt.Errorf("write %s: %w", p, err)
+			}
+			continue
 		}
 		mode := f.Mode.Perm()
 		if mode == 0 {

@@ -139,3 +139,67 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestBaseLayer: a base layer goes below the files' layer, in the manifest,
+// the config's diff IDs and the docker archive alike; links are links.
+func TestBaseLayer(t *testing.T) {
+	var base bytes.Buffer
+	tw := tar.NewWriter(&base)
+	if err := writeFile(tw, "bin/sh", 0o755, []byte("#!sh")); err != nil {
+		t.Fatal(err)
+	}
+	tw.Close()
+	img := Image{Name: "registry.k8s.io/e2e-test-images/busybox:1.0", Cmd: []string{"sh"}, Base: base.Bytes(),
+		Files: []File{{Path: "/bin/ls", Link: "busybox"}}, Arch: "amd64"}
+	var buf bytes.Buffer
+	built, err := img.Write(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if built.Base == nil {
+		t.Fatal("Built.Base is nil, want the base layer's descriptor")
+	}
+	files := readTar(t, buf.Bytes())
+	var man manifest
+	if err := json.Unmarshal(files[blobPath(built.Manifest)], &man); err != nil {
+		t.Fatal(err)
+	}
+	var cfg config
+	if err := json.Unmarshal(files[blobPath(built.Config)], &cfg); err != nil {
+		t.Fatal(err)
+	}
+	var dm []dockerManifest
+	if err := json.Unmarshal(files["manifest.json"], &dm); err != nil {
+		t.Fatal(err)
+	}
+	wantLayers := []string{built.Base.Digest, built.Layer.Digest}
+	var gotLayers []string
+	for _, l := range man.Layers {
+		gotLayers = append(gotLayers, l.Digest)
+	}
+	if d := cmp.Diff(wantLayers, gotLayers); d != "" {
+		t.Errorf("manifest layers (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(wantLayers, cfg.RootFS.DiffIDs); d != "" {
+		t.Errorf("config diff IDs (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{blobPath(*built.Base), blobPath(built.Layer)}, dm[0].Layers); d != "" {
+		t.Errorf("manifest.json layers (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"sh"}, cfg.Config.Cmd); d != "" || len(cfg.Config.Entrypoint) != 0 {
+		t.Errorf("config Cmd %v Entrypoint %v, want [sh] and none", cfg.Config.Cmd, cfg.Config.Entrypoint)
+	}
+	tr := tar.NewReader(bytes.NewReader(files[blobPath(built.Layer)]))
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("no bin/ls in the files' layer: %v", err)
+		}
+		if h.Name == "bin/ls" {
+			if h.Typeflag != tar.TypeSymlink || h.Linkname != "busybox" {
+				t.Errorf("bin/ls: type %c link %q, want a symlink to busybox", h.Typeflag, h.Linkname)
+			}
+			break
+		}
+	}
+}

@@ -44,10 +44,7 @@ func StartContainerd(ctx context.Context, n Node, dir string, o ContainerdOption
 		return nil, err
 	}
 	c := ContainerdAt(n, dir, o.CRI)
-	c.Snapshotter = "native"
-	if overlaySupported(dir) {
-		c.Snapshotter = "overlayfs"
-	}
+	c.Snapshotter = Snapshotter(dir)
 	cfg := c.d.Marker
 	if _, ok := c.d.Running(); !ok {
 		if err := os.WriteFile(cfg, []byte(ContainerdConfig(dir, n, c.Snapshotter, o.CRI)), 0o644); err != nil {

@@ -140,6 +140,19 @@ func rmdirTree(dir string) error {
 	return fmt.Errorf("remove cgroup %s: %w", dir, lastErr)
 }
 
+// Snapshotter is the containerd snapshotter for a root directory:
+// overlayfs where the kernel mounts an overlay there, so a container shares
+// its image's layers instead of copying the whole rootfs (the native
+// snapshotter's way, which a suite of a few hundred pods of Debian-based
+// images turns into gigabytes and minutes); native otherwise (an upper
+// directory on overlayfs itself, or a kernel without it).
+func Snapshotter(dir string) string {
+	if overlaySupported(dir) {
+		return "overlayfs"
+	}
+	return "native"
+}
+
 // overlaySupported tries an overlay mount under dir.
 func overlaySupported(dir string) bool {
 	tmp, err := os.MkdirTemp(dir, ".overlay-check-")

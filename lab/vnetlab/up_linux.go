@@ -127,7 +127,7 @@ func Up(ctx context.Context, o UpOptions) (*Lab, error) {
 	}
 	done(fmt.Sprintf("namespaces %s-fab, %s-inet and %d VMs", l.Name, l.Name, len(l.Spec.VMs)))
 
-	done = step("install the plugins and conflist on each VM")
+	done = step("install the plugins and conflist on each VM, forwarding on")
 	for _, v := range l.Nodes() {
 		if err := l.installVM(v.Name, o.BinDir); err != nil {
 			return nil, err
@@ -205,8 +205,16 @@ func checkBinaries(dir string) error {
 }
 
 // installVM gives a VM its CNI directories: bin with the real plugins,
-// net.d with the seed's conflist (mode set for transparent labs), state.
+// net.d with the seed's conflist (mode set for transparent labs), state;
+// and, as vnetctl install does on a node, turns on forwarding in the VM
+// before its first pod (the VM has no sysctl.d of its own to persist it in).
 func (l *Lab) installVM(vm, binDir string) error {
+	if err := netns.Do(fabric.Open(l.Spec).VMNetNS(vm), func() error {
+		_, err := install.Forwarding("")
+		return err
+	}); err != nil {
+		return fmt.Errorf("install on %s: %w", vm, err)
+	}
 	d := l.VMDir(vm)
 	for _, sub := range []string{"bin", "net.d", "state", "cache"} {
 		if err := os.MkdirAll(filepath.Join(d, sub), 0o755); err != nil {

@@ -3,6 +3,9 @@
 package netnstest
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -25,4 +28,22 @@ func HandleAt(t testing.TB, path string) *netlink.Handle {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// New creates a network namespace with a unique name starting with prefix,
+// removed at cleanup, and returns its name. It skips the test when not
+// root.
+func New(t testing.TB, prefix string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("kernel test: needs root for network namespaces")
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	name := prefix + hex.EncodeToString(b)
+	if err := netns.Create(name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = netns.Delete(name) })
+	return name
 }
