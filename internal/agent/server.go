@@ -51,16 +51,22 @@ func (a *Agent) handle(c *net.UnixConn) {
 	}
 }
 
+// runner runs one forwarded CNI command and returns its answer
+// (cniplugin.Plugin.Serve).
+type runner interface {
+	Serve(req *agentapi.Request) *agentapi.Response
+}
+
 // run executes a request, counting it.
 func (a *Agent) run(req *agentapi.Request) *agentapi.Response {
 	if req.Command == agentapi.StatusCommand {
 		b, _ := json.Marshal(a.status(os.Getpid()))
 		return &agentapi.Response{Proto: agentapi.Proto, Version: buildinfo.String(), Stdout: b}
 	}
-	p, ok := a.plugins[req.Plugin]
+	p, ok := a.runners[req.Plugin]
 	if !ok {
 		return &agentapi.Response{Proto: agentapi.Proto, Version: buildinfo.String(),
-			Error: &agentapi.Error{Code: 999, Msg: fmt.Sprintf("vnetd serves %s and %s, not %q", netconf.PluginType, netconf.IPAMType, req.Plugin)}}
+			Error: &agentapi.Error{Code: agentapi.CodeMismatch, Msg: fmt.Sprintf("vnetd serves %s and %s, not %q", netconf.PluginType, netconf.IPAMType, req.Plugin)}}
 	}
 	a.sem <- struct{}{}
 	start := time.Now()
