@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vnetcni/vnetcni/conf"
+	"github.com/vnetcni/vnetcni/deploy/systemd"
 	"github.com/vnetcni/vnetcni/internal/install"
 )
 
@@ -21,15 +22,25 @@ func newInstallCmd() *cobra.Command {
 		Long: `Copies azure-vnet, azure-vnet-ipam, portmap and loopback from --bin-dir (default: vnetctl's
 own directory) into the CNI bin directory, writes the sample conflist (built into vnetctl)
 into the CNI configuration directory, and runs the installed azure-vnet --version.
+When --bin-dir has vnetd (a release does), installs it too, with vnetd.service in
+--unit-dir; where systemd runs and --unit-dir is the default, enables and starts it
+(restarts it when either changed). Without systemd, start vnetd yourself (docs/agent.md).
 Identical files are left alone; an existing conflist that differs is kept unless --force.
 Same as scripts/install-cni-plugin.sh; CNI_BIN_DIR and CNI_CONF_DIR set the defaults.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.ConflistName, o.Conflist = conf.FileName, conf.Conflist
+			o.UnitName, o.Unit, o.UnitExec = systemd.UnitName, systemd.Unit, systemd.DefaultExec
 			acts, err := install.Install(o)
 			out := cmd.OutOrStdout()
+			agentChanged, unitPlaced := false, false
 			for _, a := range acts {
 				fmt.Fprintf(out, "%-40s %s\n", a.Path, a.Outcome)
+				switch filepath.Base(a.Path) {
+				case install.Agent, systemd.UnitName:
+					unitPlaced = unitPlaced || filepath.Base(a.Path) == systemd.UnitName
+					agentChanged = agentChanged || a.Outcome != install.Unchanged
+				}
 			}
 			if err != nil {
 				return err
@@ -39,12 +50,23 @@ Same as scripts/install-cni-plugin.sh; CNI_BIN_DIR and CNI_CONF_DIR set the defa
 				return err
 			}
 			fmt.Fprintf(out, "verified: %s\n", v)
+			switch {
+			case !unitPlaced:
+			case o.UnitDir != install.DefaultUnitDir || !install.SystemdRuns():
+				fmt.Fprintf(out, "%s not enabled: systemd does not run here or --unit-dir is not %s\n", systemd.UnitName, install.DefaultUnitDir)
+			default:
+				if err := install.EnableAgent(systemd.UnitName, agentChanged); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "%s enabled and running\n", systemd.UnitName)
+			}
 			return nil
 		},
 	}
 	c.Flags().StringVar(&o.SourceDir, "bin-dir", selfDir(), "where the binaries to install are")
 	c.Flags().StringVar(&o.BinDir, "cni-bin-dir", envOr("CNI_BIN_DIR", install.DefaultBinDir), "CNI bin directory ($CNI_BIN_DIR)")
 	c.Flags().StringVar(&o.ConfDir, "cni-conf-dir", envOr("CNI_CONF_DIR", install.DefaultConfDir), "CNI configuration directory ($CNI_CONF_DIR)")
+	c.Flags().StringVar(&o.UnitDir, "unit-dir", envOr("SYSTEMD_UNIT_DIR", install.DefaultUnitDir), "systemd unit directory for vnetd.service; \"\" installs neither vnetd nor its unit ($SYSTEMD_UNIT_DIR)")
 	c.Flags().BoolVar(&o.ReplaceConflist, "force", os.Getenv("REPLACE_CONFLIST") == "1", "replace an existing conflist that differs (the old one is kept as .bak; $REPLACE_CONFLIST=1)")
 	return c
 }

@@ -9,24 +9,27 @@ import (
 	"testing"
 
 	"github.com/vnetcni/vnetcni/conf"
+	"github.com/vnetcni/vnetcni/deploy/systemd"
 	"github.com/vnetcni/vnetcni/internal/install"
 )
 
 // TestInstallCommand runs `vnetctl install` twice against temporary CNI
-// directories: the second run changes nothing.
+// and systemd unit directories: the second run changes nothing. The
+// agent's unit is placed but not enabled (the unit directory is not
+// systemd's).
 func TestInstallCommand(t *testing.T) {
 	src, root := t.TempDir(), t.TempDir()
-	for _, b := range install.Binaries {
+	for _, b := range append(install.Binaries, install.Agent) {
 		script := "#!/bin/sh\necho \"CNI plugin " + b + " v3.0.0\"\n"
 		if err := os.WriteFile(filepath.Join(src, b), []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	bin, confDir := filepath.Join(root, "bin"), filepath.Join(root, "net.d")
+	bin, confDir, unitDir := filepath.Join(root, "bin"), filepath.Join(root, "net.d"), filepath.Join(root, "systemd")
 	run := func() string {
 		var out, errOut bytes.Buffer
 		cmd := newRoot(&out, &errOut)
-		cmd.SetArgs([]string{"install", "--bin-dir", src, "--cni-bin-dir", bin, "--cni-conf-dir", confDir})
+		cmd.SetArgs([]string{"install", "--bin-dir", src, "--cni-bin-dir", bin, "--cni-conf-dir", confDir, "--unit-dir", unitDir})
 		if err := cmd.ExecuteContext(context.Background()); err != nil {
 			t.Fatalf("vnetctl install: %v\n%s%s", err, out.String(), errOut.String())
 		}
@@ -38,6 +41,16 @@ func TestInstallCommand(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(confDir, conf.FileName)); err != nil || !bytes.Equal(b, conf.Conflist) {
 		t.Errorf("installed conflist %q (%v), want the embedded sample", b, err)
+	}
+	if !strings.Contains(first, "vnetd.service not enabled") {
+		t.Errorf("first install printed:\n%s\nwant the unit reported as not enabled", first)
+	}
+	unit, err := os.ReadFile(filepath.Join(unitDir, systemd.UnitName))
+	if want := "ExecStart=" + filepath.Join(bin, install.Agent) + " "; err != nil || !strings.Contains(string(unit), want) {
+		t.Errorf("installed unit (%v):\n%s\nwant %q", err, unit, want)
+	}
+	if st, err := os.Stat(filepath.Join(bin, install.Agent)); err != nil || st.Mode().Perm() != 0o755 {
+		t.Errorf("installed vnetd: %v, %v; want mode 0755", st, err)
 	}
 	if second := run(); strings.Contains(second, "installed") || strings.Contains(second, "updated") {
 		t.Errorf("second install printed:\n%s\nwant every file unchanged", second)
