@@ -16,9 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/vnetcni/vnetcni/internal/agentapi"
 	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/netns"
+	"github.com/vnetcni/vnetcni/lab/fabric"
+	"github.com/vnetcni/vnetcni/lab/probe"
 )
 
 // EnvAgentBursts sets the bursts per mode of TestAgentKilledDuringBursts.
@@ -27,7 +31,7 @@ const EnvAgentBursts = "VNETCNI_AGENT_BURSTS"
 // agent is a vnetd the test started in a VM's namespace.
 type agent struct {
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	stderr *syncWriter
 	done   chan struct{}
 	err    error
 }
@@ -55,8 +59,8 @@ func (n *node) startAgent(t testing.TB, args ...string) *agent {
 func (n *node) spawnAgent(t testing.TB, args ...string) *agent {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "vnetd"), append([]string{"--state-dir=" + n.stateDir(), "--http="}, args...)...)
-	a := &agent{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
-	cmd.Stderr = &syncWriter{w: a.stderr}
+	a := &agent{cmd: cmd, stderr: &syncWriter{w: &bytes.Buffer{}}, done: make(chan struct{})}
+	cmd.Stderr = a.stderr
 	if err := netns.Do(n.ns, cmd.Start); err != nil {
 		// Errorf: the killer goroutine starts agents too.
 		t.Errorf("start vnetd on %s: %v", n.spec.Name, err)
@@ -76,6 +80,12 @@ func (a *agent) kill() {
 type syncWriter struct {
 	mu sync.Mutex
 	w  *bytes.Buffer
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
 }
 
 func (s *syncWriter) Write(b []byte) (int, error) {
@@ -267,4 +277,246 @@ func agentBurst(t *testing.T, mode string, rng *rand.Rand) int {
 	}
 	t.Logf("%s: %d agent kills during a %d-pod burst; %d calls retried; %d pods live, %d pings", mode, k, burstSize, retried, len(live), len(pairs))
 	return k
+}
+
+// damage is one way an operator or another program breaks a node's
+// datapath behind the plugins' back.
+type damage struct {
+	name  string
+	kind  string   // what the agent logs repairing it (datapath.Kind*)
+	modes []string // the modes it applies to; both when empty
+	do    func(t *testing.T, n *node, p *pod)
+}
+
+// nftCmd runs the nft binary in the VM's namespace, as an operator would.
+func nftCmd(t *testing.T, n *node, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("nft", args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := netns.Do(n.ns, cmd.Run); err != nil {
+		t.Fatalf("nft %s in %s: %v: %s", strings.Join(args, " "), n.ns, err, out.String())
+	}
+	return out.String()
+}
+
+// ourChains lists "family table chain" of the plugin's nftables chains.
+func ourChains(t *testing.T, n *node) []string {
+	t.Helper()
+	var chains []string
+	for _, line := range strings.Split(nftCmd(t, n, "list", "chains"), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[0] == "table":
+			chains = append(chains, f[1]+" "+f[2])
+		case len(f) >= 2 && f[0] == "chain" && len(chains) > 0:
+			last := chains[len(chains)-1]
+			if k := strings.Count(last, " "); k >= 2 { // a chain: start from its table
+				last = last[:strings.LastIndex(last, " ")]
+			}
+			chains = append(chains, last+" "+f[1])
+		}
+	}
+	var out []string
+	for _, c := range chains {
+		if f := strings.Fields(c); len(f) == 3 && strings.HasPrefix(f[1], "azure-vnet") {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+var damages = []damage{
+	{name: "nft flush ruleset", kind: datapath.KindTables, do: func(t *testing.T, n *node, _ *pod) { nftCmd(t, n, "flush", "ruleset") }},
+	{name: "a flushed chain", kind: datapath.KindRules, do: func(t *testing.T, n *node, _ *pod) {
+		chains := ourChains(t, n)
+		if len(chains) == 0 {
+			t.Fatalf("no azure-vnet chains in %s", n.ns)
+		}
+		for _, c := range chains {
+			nftCmd(t, n, append([]string{"flush", "chain"}, strings.Fields(c)...)...)
+		}
+		t.Logf("flushed chains %q", chains)
+	}},
+	{name: "bridge enslavement removed", kind: datapath.KindBridge, modes: []string{datapath.ModeBridge}, do: func(t *testing.T, n *node, _ *pod) {
+		h := n.netlink(t)
+		defer h.Close()
+		eth0, err := h.LinkByName("eth0")
+		if err == nil {
+			err = h.LinkSetNoMaster(eth0)
+		}
+		if err != nil {
+			t.Fatalf("ip link set eth0 nomaster: %v", err)
+		}
+	}},
+	{name: "FDB entry deleted", kind: datapath.KindFDB, modes: []string{datapath.ModeBridge}, do: func(t *testing.T, n *node, p *pod) {
+		h := n.netlink(t)
+		defer h.Close()
+		host, err := h.LinkByName(p.host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		neighs, err := h.NeighList(host.Attrs().Index, syscall.AF_BRIDGE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deleted := 0
+		for _, ne := range neighs {
+			if ne.HardwareAddr.String() == p.mac.String() && ne.State&netlink.NUD_NOARP != 0 {
+				del := &netlink.Neigh{LinkIndex: host.Attrs().Index, Family: syscall.AF_BRIDGE, Flags: netlink.NTF_MASTER, State: ne.State, HardwareAddr: ne.HardwareAddr}
+				if err := h.NeighDel(del); err != nil {
+					t.Fatalf("bridge fdb del %s dev %s: %v", p.mac, p.host, err)
+				}
+				deleted++
+			}
+		}
+		if deleted == 0 {
+			t.Fatalf("no FDB entry for %s on %s", p.mac, p.host)
+		}
+	}},
+	{name: "pod route deleted", kind: datapath.KindRoute, modes: []string{datapath.ModeTransparent}, do: func(t *testing.T, n *node, p *pod) {
+		h := n.netlink(t)
+		defer h.Close()
+		routes, err := h.RouteList(nil, syscall.AF_INET)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deleted := 0
+		for _, r := range routes {
+			if r.Dst != nil && r.Dst.IP.Equal(p.ip.AsSlice()) {
+				if err := h.RouteDel(&r); err != nil {
+					t.Fatalf("ip route del %s: %v", r.Dst, err)
+				}
+				deleted++
+			}
+		}
+		if deleted == 0 {
+			t.Fatalf("no route to %s", p.ip)
+		}
+	}},
+	{name: "veth down", kind: datapath.KindLink, do: func(t *testing.T, n *node, p *pod) {
+		h := n.netlink(t)
+		defer h.Close()
+		host, err := h.LinkByName(p.host)
+		if err == nil {
+			err = h.LinkSetDown(host)
+		}
+		if err != nil {
+			t.Fatalf("ip link set %s down: %v", p.host, err)
+		}
+	}},
+}
+
+// TestAgentRepairs breaks each kind of object the agent reconciles, in
+// both modes, and waits for the pods' traffic (to a pod on the other VM
+// both ways, and to the lab's internet host, SNATed to the VM's public
+// address) to come back without any CNI call.
+func TestAgentRepairs(t *testing.T) {
+	for _, mode := range []string{datapath.ModeBridge, datapath.ModeTransparent} {
+		t.Run(mode, func(t *testing.T) {
+			l := newLab(t, labOpts{vms: 2, secondaries: 4, mode: mode})
+			n := l.vms[0]
+			a := n.startAgent(t)
+			pods := []*pod{n.addPod(t, "p1"), n.addPod(t, "p2")}
+			peer := l.vms[1].addPod(t, "peer")
+			if err := traffic(n, pods, peer); err != nil {
+				t.Fatalf("before any damage: %v", err)
+			}
+			for _, d := range damages {
+				if len(d.modes) > 0 && d.modes[0] != mode {
+					continue
+				}
+				before := repairsOf(a, d.kind)
+				// The agent is stopped while the damage is done and probed,
+				// so the log says what the damage broke (the FDB entry, for
+				// one, only pins the pod's port: traffic may flow without).
+				if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+					t.Fatal(err)
+				}
+				d.do(t, n, pods[0])
+				broken := traffic(n, pods, peer)
+				if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+					t.Fatal(err)
+				}
+				if broken != nil {
+					probs := strings.Split(broken.Error(), "\n")
+					t.Logf("%s: with the agent stopped, %d probes failed, e.g. %s", d.name, len(probs), probs[0])
+				} else {
+					t.Logf("%s: with the agent stopped, traffic still flowed", d.name)
+				}
+				// Generous: the machine is shared and loaded; the agent
+				// repairs on the event (or the 10 s resync at worst).
+				// First the agent's repair, so that a probe that ran
+				// before the damage took effect proves nothing.
+				deadline := time.Now().Add(60 * time.Second)
+				for repairsOf(a, d.kind) == before && time.Now().Before(deadline) {
+					time.Sleep(50 * time.Millisecond)
+				}
+				if repairsOf(a, d.kind) == before {
+					t.Errorf("%s: the agent logged no %s repair\nagent log:\n%s", d.name, d.kind, lastLines(a.stderr.String(), 15))
+					continue
+				}
+				var err error
+				tries := 0
+				for {
+					tries++
+					if err = traffic(n, pods, peer); err == nil || time.Now().After(deadline) {
+						break
+					}
+					time.Sleep(200 * time.Millisecond)
+				}
+				if err != nil {
+					t.Errorf("%s: traffic did not come back: %v\nagent log:\n%s", d.name, err, lastLines(a.stderr.String(), 15))
+				} else {
+					t.Logf("%s: traffic back (%d probe rounds)", d.name, tries)
+				}
+			}
+			var repaired []string
+			for _, line := range strings.Split(a.stderr.String(), "\n") {
+				if i := strings.Index(line, "kind="); i >= 0 && strings.Contains(line, "msg=repaired") {
+					repaired = append(repaired, strings.Fields(line[i:])[0])
+				}
+			}
+			t.Logf("%s: agent repairs: %s", mode, strings.Join(repaired, " "))
+			select {
+			case <-a.done:
+				t.Errorf("vnetd ended: %v", a.err)
+			default:
+			}
+		})
+	}
+}
+
+// repairsOf counts the agent's logged repairs of a kind.
+func repairsOf(a *agent, kind string) int {
+	k := 0
+	for _, line := range strings.Split(a.stderr.String(), "\n") {
+		if strings.Contains(line, "msg=repaired") && strings.Contains(line, " kind="+kind+" ") {
+			k++
+		}
+	}
+	return k
+}
+
+// traffic checks that every pod reaches peer and back, and the internet
+// host, which must see the VM's public address.
+func traffic(n *node, pods []*pod, peer *pod) error {
+	var pairs [][2]*pod
+	for _, p := range pods {
+		pairs = append(pairs, [2]*pod{p, peer}, [2]*pod{peer, p})
+	}
+	var errs []error
+	for _, f := range pingAll(pairs) {
+		errs = append(errs, errors.New(f))
+	}
+	for _, p := range pods {
+		code, body, err := probe.HTTPGet(p.ns, "http://"+fabric.InternetHostIP.String()+"/", nil, probeTimeout)
+		switch {
+		case err != nil || code != 200:
+			errs = append(errs, fmt.Errorf("%s to the internet host: %d %v", p.id, code, err))
+		case string(body) != n.spec.PublicIP.String():
+			errs = append(errs, fmt.Errorf("internet host saw %s as %s, want %s", p.id, body, n.spec.PublicIP))
+		}
+	}
+	return errors.Join(errs...)
 }
