@@ -39,7 +39,7 @@ e2e: build
 # Reliability and security (test/reliability): SIGKILL at random instants
 # of ADD and DEL, 250 ADDs at once, damaged state files, malformed input,
 # hostile pods, vnetctl doctor and gc, vnetd killed and its datapath broken.
-# About six minutes; needs root.
+# About 12 minutes at load average ~30 on 2 cores; needs root.
 # VNETCNI_SEED=<seed> replays a run (each test prints its seed);
 # VNETCNI_CRASH_TRIALS=<n> sets the kill trials per mode (150);
 # VNETCNI_AGENT_BURSTS=<n> the 250-pod bursts per mode during which vnetd
