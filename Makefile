@@ -38,9 +38,12 @@ e2e: build
 
 # Reliability and security (test/reliability): SIGKILL at random instants
 # of ADD and DEL, 250 ADDs at once, damaged state files, malformed input,
-# hostile pods, vnetctl doctor and gc. About three minutes; needs root.
+# hostile pods, vnetctl doctor and gc, vnetd killed and its datapath broken.
+# About 12 minutes at load average ~30 on 2 cores; needs root.
 # VNETCNI_SEED=<seed> replays a run (each test prints its seed);
-# VNETCNI_CRASH_TRIALS=<n> sets the kill trials per mode (150).
+# VNETCNI_CRASH_TRIALS=<n> sets the kill trials per mode (150);
+# VNETCNI_AGENT_BURSTS=<n> the 250-pod bursts per mode during which vnetd
+# is SIGKILLed at random instants (1: about 60 kills per run).
 reliability: build
 	VNETCNI_RELIABILITY=1 VNETCNI_BIN_DIR=$(BIN) go test -count=1 -v -timeout 30m ./test/reliability
 

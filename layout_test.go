@@ -18,7 +18,7 @@ const module = "github.com/vnetcni/vnetcni"
 // may import the product; the product never imports them, and links none of
 // the lab's heavy dependencies.
 var (
-	productRoots = []string{module + "/cmd/", module + "/internal/", module + "/conf"}
+	productRoots = []string{module + "/cmd/", module + "/internal/", module + "/conf", module + "/deploy/"}
 	labRoots     = []string{module + "/lab/", module + "/test/"}
 	// forbidden are third-party modules only the lab needs (CRI's gRPC, the
 	// benchmark's charts): a node binary that links them links the lab.

@@ -25,6 +25,12 @@
 # pods on other nodes): turns on net.ipv4.ip_forward in the current network
 # namespace and persists it in $SYSCTL_DIR/90-azure-vnet.conf (/etc/sysctl.d;
 # empty: not persisted). ENABLE_IP_FORWARD=0 leaves forwarding alone.
+#
+# When the release has vnetd (the node agent) and vnetd.service, installs
+# vnetd beside the plugins and the unit into $SYSTEMD_UNIT_DIR
+# (/etc/systemd/system), its ExecStart pointing at the installed vnetd.
+# Where systemd runs and the unit directory is the default, enables and
+# starts it (restarts it when either changed); otherwise says so.
 set -euo pipefail
 
 bin_dir=${CNI_BIN_DIR:-/opt/cni/bin}
@@ -34,7 +40,9 @@ cloud_dir=${CLOUD_INIT_DIR-/etc/cloud/cloud.cfg.d}
 replace=${REPLACE_CONFLIST:-0}
 forward=${ENABLE_IP_FORWARD:-1}
 sysctl_dir=${SYSCTL_DIR-/etc/sysctl.d}
+unit_dir=${SYSTEMD_UNIT_DIR:-/etc/systemd/system}
 conflist=10-azure.conflist
+unit=vnetd.service
 binaries=(azure-vnet azure-vnet-ipam portmap loopback)
 optional=(vnetctl docker-run.sh)
 
@@ -42,7 +50,7 @@ args=()
 for a in "$@"; do
   case "$a" in
     --force) replace=1 ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "install-cni-plugin.sh: unknown option $a" >&2; exit 2 ;;
     *) args+=("$a") ;;
   esac
@@ -98,7 +106,9 @@ if [ -n "$version" ]; then
   fi
 fi
 
-# place SRC DST MODE: install unless identical; atomic rename.
+# place SRC DST MODE: install unless identical; atomic rename. Sets
+# changed=1 when it wrote.
+changed=0
 place() {
   local from=$1 to=$2 mode=$3 tmp
   if [ -f "$to" ] && cmp -s "$from" "$to"; then
@@ -106,6 +116,7 @@ place() {
     say "$to unchanged"
     return
   fi
+  changed=1
   local what=installed
   [ -e "$to" ] && what=updated
   tmp=$(mktemp "$(dirname "$to")/.$(basename "$to").tmp-XXXXXX")
@@ -159,6 +170,16 @@ if [ "$forward" != 0 ]; then
     place "$work/sysctl.conf" "$sysctl_dir/90-azure-vnet.conf" 644
   fi
 fi
+# The node agent and its unit, when the release has them.
+agent_changed=
+if [ -f "$src/vnetd" ] && [ -f "$src/$unit" ]; then
+  changed=0
+  place "$src/vnetd" "$bin_dir/vnetd" 755
+  sed "s|^ExecStart=/opt/cni/bin/vnetd |ExecStart=$bin_dir/vnetd |" "$src/$unit" > "$work/$unit"
+  mkdir -p "$unit_dir"
+  place "$work/$unit" "$unit_dir/$unit" 644
+  agent_changed=$changed
+fi
 
 # Verify what was installed.
 got=$("$bin_dir/azure-vnet" --version)
@@ -168,3 +189,14 @@ if [ -n "$version" ] && [ "${got##* }" != "$version" ]; then
   exit 1
 fi
 say "verified: $got"
+
+if [ -n "$agent_changed" ]; then
+  if [ "$unit_dir" = /etc/systemd/system ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    systemctl daemon-reload
+    systemctl enable --now "$unit"
+    if [ "$agent_changed" = 1 ]; then systemctl restart "$unit"; fi
+    say "$unit enabled and running"
+  else
+    say "$unit not enabled: systemd does not run here or SYSTEMD_UNIT_DIR is not /etc/systemd/system"
+  fi
+fi

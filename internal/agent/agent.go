@@ -57,6 +57,7 @@ type Agent struct {
 	cfg     Config
 	log     *slog.Logger
 	plugins map[string]*cniplugin.Plugin
+	runners map[string]runner // what serves each plugin's commands: plugins, or fakes in tests
 	rec     *cniplugin.Reconciler
 	metrics *metrics
 	sem     chan struct{}
@@ -90,6 +91,7 @@ func New(cfg Config) *Agent {
 		cfg:      cfg,
 		log:      cfg.Log,
 		plugins:  map[string]*cniplugin.Plugin{},
+		runners:  map[string]runner{},
 		metrics:  newMetrics(),
 		sem:      make(chan struct{}, cfg.MaxInFlight),
 		kick:     make(chan struct{}, 1),
@@ -104,6 +106,7 @@ func New(cfg Config) *Agent {
 		p.Log = cniplugin.OpenLog(name).With("via", "vnetd")
 		p.OnStateWrite = a.metrics.stateWrites.Inc
 		a.plugins[name] = p
+		a.runners[name] = p
 	}
 	a.rec = &cniplugin.Reconciler{P: a.plugins[netconf.PluginType]}
 	return a
@@ -115,19 +118,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(a.cfg.StateDir, agentapi.LockName), os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := lockStateDir(a.cfg.StateDir)
 	if err != nil {
-		return fmt.Errorf("open agent lock: %w", err)
+		return err
 	}
 	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return fmt.Errorf("%w (%s is locked)", ErrRunning, lock.Name())
-		}
-		return fmt.Errorf("lock %s: %w", lock.Name(), err)
-	}
-	_ = lock.Truncate(0)
-	_, _ = fmt.Fprintf(lock, "%d\n", os.Getpid())
 	if err := a.loadNetworks(); err != nil {
 		a.log.Warn("networks file unreadable; waiting for ADDs to learn the networks", "err", err)
 	}
@@ -213,4 +208,25 @@ func (a *Agent) poke() {
 	case a.kick <- struct{}{}:
 	default:
 	}
+}
+
+// lockStateDir takes the state directory's agent lock (vnetd.lock) and
+// writes this process's PID into it. It fails with ErrRunning when another
+// process holds it; the lock lasts until the file is closed or the process
+// ends, however it ends.
+func lockStateDir(dir string) (*os.File, error) {
+	lock, err := os.OpenFile(filepath.Join(dir, agentapi.LockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open agent lock: %w", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w (%s is locked)", ErrRunning, lock.Name())
+		}
+		return nil, fmt.Errorf("lock %s: %w", lock.Name(), err)
+	}
+	_ = lock.Truncate(0)
+	_, _ = fmt.Fprintf(lock, "%d\n", os.Getpid())
+	return lock, nil
 }

@@ -90,74 +90,136 @@ func (a *Agent) pass(trigger string) {
 	a.mu.Unlock()
 }
 
-// watchNetlink notifies on link, route and address changes in the agent's
-// namespace that may be losses. The creation of pods' links and the
-// removal of their host veths (DEL) are the plugins' own work.
+// watchNetlink notifies on link, route, address and bridge FDB changes in
+// the agent's namespace that may be losses. The creation of pods' links and
+// the removal of their host veths (DEL) are the plugins' own work.
 func (a *Agent) watchNetlink(ctx context.Context, notify func()) {
-	done := ctx.Done()
-	onErr := func(err error) { a.log.Warn("netlink subscription", "err", err) }
-	links := make(chan netlink.LinkUpdate, 64)
-	routes := make(chan netlink.RouteUpdate, 64)
-	addrs := make(chan netlink.AddrUpdate, 64)
-	neighs := make(chan netlink.NeighUpdate, 64)
-	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{ErrorCallback: onErr}); err != nil {
-		a.log.Warn("subscribe to neighbour changes; relying on the periodic resync", "err", err)
-	}
-	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
-		a.log.Warn("subscribe to link changes; relying on the periodic resync", "err", err)
-	}
-	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: onErr}); err != nil {
-		a.log.Warn("subscribe to route changes; relying on the periodic resync", "err", err)
-	}
-	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{ErrorCallback: onErr}); err != nil {
-		a.log.Warn("subscribe to address changes; relying on the periodic resync", "err", err)
-	}
-	go func() {
-		for {
-			select {
-			case <-done:
-				return
-			case u, ok := <-links:
-				if !ok {
-					links = nil
-					continue
-				}
-				hostVeth := strings.HasPrefix(u.Attrs().Name, datapath.HostIfPrefix)
-				switch {
-				case u.Header.Type == unix.RTM_DELLINK && !hostVeth:
-					notify()
-				case u.Header.Type == unix.RTM_NEWLINK && u.Attrs().Flags&unix.IFF_UP == 0 && u.Attrs().MasterIndex == 0 && !hostVeth:
-					notify()
-				case u.Header.Type == unix.RTM_NEWLINK && hostVeth && u.Attrs().Flags&unix.IFF_UP == 0:
-					notify()
-				}
-			case u, ok := <-routes:
-				if !ok {
-					routes = nil
-					continue
-				}
-				if u.Type == unix.RTM_DELROUTE {
-					notify()
-				}
-			case u, ok := <-neighs:
-				if !ok {
-					neighs = nil
-					continue
-				}
-				if u.Type == unix.RTM_DELNEIGH && u.Family == unix.AF_BRIDGE {
-					notify()
-				}
-			case u, ok := <-addrs:
-				if !ok {
-					addrs = nil
-					continue
-				}
-				if !u.NewAddr {
+	go a.follow(ctx, "link", notify, func(done chan struct{}, onErr func(error)) (<-chan bool, error) {
+		ch := make(chan netlink.LinkUpdate, 64)
+		err := netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr})
+		if err != nil {
+			close(ch) // never started: nobody else closes it
+			return nil, err
+		}
+		return losses(ch, func(u netlink.LinkUpdate) bool {
+			return linkLoss(u.Header.Type, u.Attrs().Name, u.Attrs().RawFlags, u.Attrs().MasterIndex)
+		}), nil
+	})
+	go a.follow(ctx, "route", notify, func(done chan struct{}, onErr func(error)) (<-chan bool, error) {
+		ch := make(chan netlink.RouteUpdate, 64)
+		err := netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{ErrorCallback: onErr})
+		if err != nil {
+			close(ch) // never started: nobody else closes it
+			return nil, err
+		}
+		return losses(ch, func(u netlink.RouteUpdate) bool { return u.Type == unix.RTM_DELROUTE }), nil
+	})
+	go a.follow(ctx, "address", notify, func(done chan struct{}, onErr func(error)) (<-chan bool, error) {
+		ch := make(chan netlink.AddrUpdate, 64)
+		err := netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{ErrorCallback: onErr})
+		if err != nil {
+			close(ch) // never started: nobody else closes it
+			return nil, err
+		}
+		return losses(ch, func(u netlink.AddrUpdate) bool { return !u.NewAddr }), nil
+	})
+	go a.follow(ctx, "neighbour", notify, func(done chan struct{}, onErr func(error)) (<-chan bool, error) {
+		ch := make(chan netlink.NeighUpdate, 64)
+		err := netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{ErrorCallback: onErr})
+		if err != nil {
+			close(ch) // never started: nobody else closes it
+			return nil, err
+		}
+		return losses(ch, func(u netlink.NeighUpdate) bool { return neighLoss(u.Type, u.Family) }), nil
+	})
+}
+
+// follow keeps one netlink subscription alive until ctx ends. The kernel
+// ends a subscription whose socket overflowed (ENOBUFS, in a burst of
+// changes), and vishvananda/netlink then closes its channel: the events in
+// between are lost, so follow asks for a pass and subscribes again.
+func (a *Agent) follow(ctx context.Context, kind string, notify func(), subscribe func(done chan struct{}, onErr func(error)) (<-chan bool, error)) {
+	for {
+		done := make(chan struct{})
+		onErr := func(err error) {
+			if ctx.Err() == nil { // closing the socket at shutdown reports an error too
+				a.log.Warn("netlink subscription ended; resubscribing", "kind", kind, "err", err)
+			}
+		}
+		events, err := subscribe(done, onErr)
+		if err != nil {
+			close(done)
+			a.log.Warn("subscribe to netlink changes; relying on the periodic resync until it works", "kind", kind, "err", err)
+		} else {
+			stop := context.AfterFunc(ctx, func() { close(done) })
+			for loss := range events {
+				if loss {
 					notify()
 				}
 			}
+			if stop() {
+				close(done)
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		notify()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// losses turns a subscription's updates into "may be a loss" flags, and
+// closes its channel when the subscription's does.
+func losses[T any](in <-chan T, loss func(T) bool) <-chan bool {
+	out := make(chan bool, 64)
+	go func() {
+		defer close(out)
+		for u := range in {
+			out <- loss(u)
 		}
 	}()
+	return out
+}
+
+// linkLoss tells whether a link notification may mean a loss: a link
+// deleted, or one going down (eth0 or a bridge leaving its master shows as
+// a NEWLINK without IFF_UP and without master). The host veths' deletions
+// are DEL's own work, not losses; a host veth going down is one.
+func linkLoss(msgType uint16, name string, rawFlags uint32, master int) bool {
+	hostVeth := strings.HasPrefix(name, datapath.HostIfPrefix)
+	down := rawFlags&unix.IFF_UP == 0
+	switch {
+	case msgType == unix.RTM_DELLINK:
+		return !hostVeth
+	case msgType == unix.RTM_NEWLINK && hostVeth:
+		return down
+	case msgType == unix.RTM_NEWLINK:
+		return down && master == 0
+	}
+	return false
+}
+
+// neighLoss tells whether a neighbour notification may mean a loss: a
+// bridge FDB entry deleted (ARP and NDP entries come and go by themselves).
+func neighLoss(msgType uint16, family int) bool {
+	return msgType == unix.RTM_DELNEIGH && family == unix.AF_BRIDGE
+}
+
+// nftLoss tells whether an nftables notification may mean a loss:
+// deletions of tables, chains, rules, sets or elements, and the monitor's
+// out-of-band (overrun) event, after which anything may be missing.
+func nftLoss(t nftables.MonitorEventType) bool {
+	switch t {
+	case nftables.MonitorEventTypeDelTable, nftables.MonitorEventTypeDelChain, nftables.MonitorEventTypeDelRule,
+		nftables.MonitorEventTypeDelSet, nftables.MonitorEventTypeDelSetElem, nftables.MonitorEventTypeOOB:
+		return true
+	}
+	return false
 }
 
 // watchNFT notifies on deletions of nftables tables, chains, rules and
@@ -184,9 +246,7 @@ func (a *Agent) watchNFT(ctx context.Context, notify func()) {
 	}()
 	go func() {
 		for ev := range events {
-			switch ev.Type {
-			case nftables.MonitorEventTypeDelTable, nftables.MonitorEventTypeDelChain, nftables.MonitorEventTypeDelRule,
-				nftables.MonitorEventTypeDelSet, nftables.MonitorEventTypeDelSetElem, nftables.MonitorEventTypeOOB:
+			if nftLoss(ev.Type) {
 				notify()
 			}
 		}

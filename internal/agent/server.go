@@ -51,6 +51,12 @@ func (a *Agent) handle(c *net.UnixConn) {
 	}
 }
 
+// runner runs one forwarded CNI command and returns its answer
+// (cniplugin.Plugin.Serve).
+type runner interface {
+	Serve(req *agentapi.Request) *agentapi.Response
+}
+
 // run executes a request, counting it.
 func (a *Agent) run(req *agentapi.Request) *agentapi.Response {
 	if req.Command == agentapi.StatusCommand {
@@ -61,10 +67,10 @@ func (a *Agent) run(req *agentapi.Request) *agentapi.Response {
 		a.log.Warn("request from another network namespace; the plugin runs it itself", "cmd", req.Command, "container", req.ContainerID)
 		return &agentapi.Response{Proto: agentapi.Proto, Version: buildinfo.String(), Foreign: true}
 	}
-	p, ok := a.plugins[req.Plugin]
+	p, ok := a.runners[req.Plugin]
 	if !ok {
 		return &agentapi.Response{Proto: agentapi.Proto, Version: buildinfo.String(),
-			Error: &agentapi.Error{Code: 999, Msg: fmt.Sprintf("vnetd serves %s and %s, not %q", netconf.PluginType, netconf.IPAMType, req.Plugin)}}
+			Error: &agentapi.Error{Code: agentapi.CodeMismatch, Msg: fmt.Sprintf("vnetd serves %s and %s, not %q", netconf.PluginType, netconf.IPAMType, req.Plugin)}}
 	}
 	a.sem <- struct{}{}
 	start := time.Now()

@@ -87,11 +87,15 @@ func (e *Error) Error() string { return fmt.Sprintf("CNI error %d: %s", e.Code, 
 // CNI types package.
 const CodeTryAgainLater = 11
 
+// CodeMismatch is the CNI error code (in the plugin-specific range) of a
+// plugin and an agent that speak different protocol versions.
+const CodeMismatch = 999
+
 // MismatchError is what an agent answers a request of another protocol
 // version with.
 func MismatchError(req *Request, agentVersion string) *Error {
 	return &Error{
-		Code: 999,
+		Code: CodeMismatch,
 		Msg: fmt.Sprintf("%s %s speaks agent protocol %d, vnetd %s speaks %d: install plugins and agent of one release",
 			req.Plugin, req.Version, req.Proto, agentVersion, Proto),
 	}

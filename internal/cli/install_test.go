@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/vnetcni/vnetcni/conf"
+	"github.com/vnetcni/vnetcni/deploy/systemd"
 	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/install"
 	"github.com/vnetcni/vnetcni/internal/netns"
@@ -16,18 +17,20 @@ import (
 )
 
 // TestInstallCommand runs `vnetctl install` twice against temporary CNI
-// directories, in a throwaway network namespace: the second run changes
-// nothing, and the namespace forwards.
+// directories, systemd unit directory and a throwaway network namespace:
+// the second run changes nothing, the namespace forwards, and the agent's
+// unit is placed but not enabled (the unit directory is not systemd's).
 func TestInstallCommand(t *testing.T) {
 	ns := netnstest.New(t, "vci")
 	src, root := t.TempDir(), t.TempDir()
-	for _, b := range install.Binaries {
+	for _, b := range append(install.Binaries, install.Agent) {
 		script := "#!/bin/sh\necho \"CNI plugin " + b + " v3.0.0\"\n"
 		if err := os.WriteFile(filepath.Join(src, b), []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	bin, confDir, sysctlDir := filepath.Join(root, "bin"), filepath.Join(root, "net.d"), filepath.Join(root, "sysctl.d")
+	unitDir := filepath.Join(root, "systemd")
 	cloudDir := filepath.Join(root, "cloud.cfg.d")
 	if err := os.Mkdir(cloudDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -36,7 +39,7 @@ func TestInstallCommand(t *testing.T) {
 		var out, errOut bytes.Buffer
 		cmd := newRoot(&out, &errOut)
 		cmd.SetArgs([]string{"install", "--bin-dir", src, "--cni-bin-dir", bin, "--cni-conf-dir", confDir, "--sysctl-dir", sysctlDir,
-			"--modules-load-dir", filepath.Join(root, "modules-load.d"), "--cloud-init-dir", cloudDir})
+			"--modules-load-dir", filepath.Join(root, "modules-load.d"), "--cloud-init-dir", cloudDir, "--unit-dir", unitDir})
 		if err := netns.Do(ns, func() error { return cmd.ExecuteContext(context.Background()) }); err != nil {
 			t.Fatalf("vnetctl install: %v\n%s%s", err, out.String(), errOut.String())
 		}
@@ -54,6 +57,16 @@ func TestInstallCommand(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(cloudDir, install.CloudInitFileName)); err != nil || !strings.Contains(string(b), "apply_network_config_for_secondary_ips: false") {
 		t.Errorf("cloud-init drop-in %q (%v), want it to turn off secondary IPs on eth0", b, err)
+	}
+	if !strings.Contains(first, "vnetd.service not enabled") {
+		t.Errorf("first install printed:\n%s\nwant the unit reported as not enabled", first)
+	}
+	unit, err := os.ReadFile(filepath.Join(unitDir, systemd.UnitName))
+	if want := "ExecStart=" + filepath.Join(bin, install.Agent) + " "; err != nil || !strings.Contains(string(unit), want) {
+		t.Errorf("installed unit (%v):\n%s\nwant %q", err, unit, want)
+	}
+	if st, err := os.Stat(filepath.Join(bin, install.Agent)); err != nil || st.Mode().Perm() != 0o755 {
+		t.Errorf("installed vnetd: %v, %v; want mode 0755", st, err)
 	}
 	if second := run(); strings.Contains(second, "installed") || strings.Contains(second, "updated") {
 		t.Errorf("second install printed:\n%s\nwant every file unchanged", second)

@@ -45,6 +45,12 @@ func (p *Plugin) viaAgent(verb string, args *skel.CmdArgs) (handled bool, err er
 		}
 		return false, nil
 	}
+	if resp.Proto != agentapi.Proto {
+		// An agent of another protocol that did not refuse the request
+		// itself: its answer may mean something else; say so.
+		return true, &types.Error{Code: agentapi.CodeMismatch, Msg: fmt.Sprintf("%s %s speaks agent protocol %d, vnetd %s answered in %d: install plugins and agent of one release",
+			p.Name, buildinfo.String(), agentapi.Proto, resp.Version, resp.Proto)}
+	}
 	if resp.Trace != "" {
 		fmt.Fprint(p.Stderr, resp.Trace)
 	}

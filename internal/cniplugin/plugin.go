@@ -28,7 +28,7 @@ var Versions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0
 
 // Environment variables.
 const (
-	EnvLogFile = "AZURE_VNET_LOG_FILE" // default /var/log/azure-vnet.log; "-" for stderr, "off" for none
+	EnvLogFile = "AZURE_VNET_LOG_FILE" // default /var/log/azure-vnet.log (rotated at LogMaxSize); "-" for stderr, "off" for none
 	EnvTrace   = "AZURE_VNET_TRACE"    // "1": print per-phase timings of each call to stderr
 )
 
@@ -95,7 +95,7 @@ func openLog(path, name string) *slog.Logger {
 		path = DefaultLogFile
 		fallthrough
 	default:
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		f, err := openLogFile(path, LogMaxSize, LogBackups)
 		if err != nil {
 			w = io.Discard
 		} else {

@@ -21,10 +21,12 @@ import (
 	"github.com/vnetcni/vnetcni/internal/netconf"
 )
 
-// Default directories of a node, as kubelet and containerd expect them.
+// Default directories of a node, as kubelet and containerd expect them,
+// and systemd's directory for the agent's unit.
 const (
 	DefaultBinDir  = "/opt/cni/bin"
 	DefaultConfDir = "/etc/cni/net.d"
+	DefaultUnitDir = "/etc/systemd/system"
 )
 
 // Bridge mode needs br_netfilter (see datapath.BridgeNetfilterModule);
@@ -50,6 +52,10 @@ datasource:
 `
 )
 
+// Agent is the node agent's binary: installed, with its systemd unit, when
+// the source has it (releases do; a plugins-only copy need not).
+const Agent = "vnetd"
+
 // Binaries are installed into the bin directory: the plugins and the
 // reference plugins the conflist chains (portmap) or runtimes need
 // (loopback).
@@ -69,6 +75,11 @@ type Options struct {
 	// CloudInitDir, when set and present (cloud-init is installed),
 	// receives CloudInitFileName.
 	CloudInitDir string
+
+	UnitDir  string // systemd unit directory for the agent's unit
+	UnitName string // e.g. vnetd.service
+	Unit     []byte // the unit; its ExecStart path is rewritten to BinDir
+	UnitExec string // the agent's path in Unit's ExecStart
 }
 
 // Outcome says what Install did with one file.
@@ -163,7 +174,67 @@ func Install(o Options) ([]Action, error) {
 	if err != nil {
 		return acts, err
 	}
+	acts = append(acts, Action{dst, out})
+	agent, err := installAgent(o)
+	return append(acts, agent...), err
+}
+
+// installAgent installs vnetd beside the plugins and its unit into
+// UnitDir, when the source has vnetd and a unit is given. The unit is
+// always the release's (an operator's changes belong in a drop-in,
+// vnetd.service.d/); a differing one is kept as .bak.
+func installAgent(o Options) ([]Action, error) {
+	src := filepath.Join(o.SourceDir, Agent)
+	if st, err := os.Stat(src); err != nil || !st.Mode().IsRegular() || len(o.Unit) == 0 || o.UnitDir == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return nil, err
+	}
+	bin := filepath.Join(o.BinDir, Agent)
+	out, err := place(bin, data, 0o755, true)
+	if err != nil {
+		return nil, err
+	}
+	acts := []Action{{bin, out}}
+	if err := os.MkdirAll(o.UnitDir, 0o755); err != nil {
+		return acts, err
+	}
+	unit := o.Unit
+	if o.UnitExec != "" {
+		unit = bytes.ReplaceAll(unit, []byte("ExecStart="+o.UnitExec+" "), []byte("ExecStart="+bin+" "))
+	}
+	dst := filepath.Join(o.UnitDir, o.UnitName)
+	out, err = place(dst, unit, 0o644, true)
+	if err != nil {
+		return acts, err
+	}
 	return append(acts, Action{dst, out}), nil
+}
+
+// SystemdRuns tells whether systemd is the init system here (what
+// sd_booted(3) checks).
+func SystemdRuns() bool {
+	st, err := os.Stat("/run/systemd/system")
+	return err == nil && st.IsDir()
+}
+
+// EnableAgent reloads systemd, enables the agent's unit and (re)starts it:
+// restarted when the install changed the agent or its unit, so plugins and
+// agent are of one release. Call it only where SystemdRuns and for the
+// default unit directory.
+func EnableAgent(unitName string, changed bool) error {
+	steps := [][]string{{"daemon-reload"}, {"enable", "--now", unitName}}
+	if changed {
+		steps = append(steps, []string{"restart", unitName})
+	}
+	for _, s := range steps {
+		if out, err := exec.Command("systemctl", s...).CombinedOutput(); err != nil {
+			return fmt.Errorf("systemctl %s: %w: %s", strings.Join(s, " "), err, bytes.TrimSpace(out))
+		}
+	}
+	return nil
 }
 
 // place writes data to dst unless it holds it already. An existing file

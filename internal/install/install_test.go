@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/vnetcni/vnetcni/conf"
+	"github.com/vnetcni/vnetcni/deploy/systemd"
 )
 
 // fakeRelease writes stand-in binaries that answer --version like the
@@ -133,9 +134,15 @@ func TestInstallScript(t *testing.T) {
 	script := filepath.Join(filepath.Dir(self), "..", "..", "scripts", "install-cni-plugin.sh")
 	src, root := t.TempDir(), t.TempDir()
 	fakeRelease(t, src, "v2.0.0")
+	if err := os.WriteFile(filepath.Join(src, Agent), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, systemd.UnitName), systemd.Unit, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tgz := filepath.Join(t.TempDir(), "azure-vnet-cni-linux-amd64-v2.0.0.tgz")
 	tarball(t, src, tgz)
-	bin, confDir := filepath.Join(root, "opt-cni-bin"), filepath.Join(root, "etc-cni-net.d")
+	bin, confDir, unitDir := filepath.Join(root, "opt-cni-bin"), filepath.Join(root, "etc-cni-net.d"), filepath.Join(root, "etc-systemd-system")
 	cloudDir := filepath.Join(root, "cloud.cfg.d")
 	if err := os.Mkdir(cloudDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -153,7 +160,7 @@ func TestInstallScript(t *testing.T) {
 		}
 		cmd := exec.Command(argv[0], argv[1:]...)
 		cmd.Env = append(os.Environ(), append([]string{"CNI_BIN_DIR=" + bin, "CNI_CONF_DIR=" + confDir, "REPLACE_CONFLIST=", fwd, "SYSCTL_DIR=" + sysctlDir,
-			"MODULES_LOAD_DIR=" + filepath.Join(root, "modules-load.d"), "CLOUD_INIT_DIR=" + cloudDir}, env...)...)
+			"MODULES_LOAD_DIR=" + filepath.Join(root, "modules-load.d"), "CLOUD_INIT_DIR=" + cloudDir, "SYSTEMD_UNIT_DIR=" + unitDir}, env...)...)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -165,8 +172,9 @@ func TestInstallScript(t *testing.T) {
 		wantErr bool
 		want    []string // substrings of the output
 	}{
-		{name: "fresh", args: []string{"v2.0.0", tgz}, want: []string{"azure-vnet installed", conf.FileName + " installed", "azure-vnet.conf installed", "91-azure-vnet-secondary-ips.cfg installed", "verified: CNI plugin azure-vnet v2.0.0"}},
-		{name: "idempotent", args: []string{"v2.0.0", tgz}, want: []string{"azure-vnet unchanged", conf.FileName + " unchanged"}},
+		{name: "fresh", args: []string{"v2.0.0", tgz}, want: []string{"azure-vnet installed", conf.FileName + " installed", "azure-vnet.conf installed", "91-azure-vnet-secondary-ips.cfg installed",
+			"verified: CNI plugin azure-vnet v2.0.0", "vnetd installed", "vnetd.service installed", "vnetd.service not enabled"}},
+		{name: "idempotent", args: []string{"v2.0.0", tgz}, want: []string{"azure-vnet unchanged", conf.FileName + " unchanged", "vnetd unchanged", "vnetd.service unchanged"}},
 		{name: "edited conflist kept", args: []string{"v2.0.0", tgz}, prepare: func() {
 			os.WriteFile(filepath.Join(confDir, conf.FileName), []byte("{}"), 0o644)
 		}, want: []string{"kept: it differs"}},
@@ -196,6 +204,10 @@ func TestInstallScript(t *testing.T) {
 			t.Errorf("%s holds %q (%v), want net.ipv4.ip_forward = 1", SysctlFile, b, err)
 		}
 	}
+	unit, err := os.ReadFile(filepath.Join(unitDir, systemd.UnitName))
+	if want := "\nExecStart=" + filepath.Join(bin, Agent) + " --state-dir="; err != nil || !strings.Contains(string(unit), want) {
+		t.Errorf("installed unit (%v):\n%s\nwant %q", err, unit, want)
+	}
 }
 
 // TestUninstall removes what Install wrote but the reference plugins, and
@@ -219,5 +231,46 @@ func TestUninstall(t *testing.T) {
 	}
 	if acts, err := Uninstall(o); err != nil || len(acts) != 0 {
 		t.Errorf("Uninstall again = %v, %v; want nothing to do", acts, err)
+	}
+}
+
+// TestInstallAgent: with vnetd in the source, Install places it beside the
+// plugins and its unit (ExecStart pointing at it) in the unit directory,
+// idempotently; without vnetd, no unit is written.
+func TestInstallAgent(t *testing.T) {
+	src, root := t.TempDir(), t.TempDir()
+	fakeRelease(t, src, "v1.0.0")
+	unit := []byte("[Service]\nExecStart=/opt/cni/bin/vnetd --state-dir=/var/run/azure-vnet\n")
+	o := Options{SourceDir: src, BinDir: filepath.Join(root, "bin"), ConfDir: filepath.Join(root, "net.d"),
+		ConflistName: conf.FileName, Conflist: conf.Conflist,
+		UnitDir: filepath.Join(root, "systemd"), UnitName: "vnetd.service", Unit: unit, UnitExec: "/opt/cni/bin/vnetd"}
+	acts, err := Install(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := outcomes(acts, root); got["bin/vnetd"] != "" || got["systemd/vnetd.service"] != "" {
+		t.Errorf("without vnetd in the source: outcomes %v, want no agent or unit", got)
+	}
+	if _, err := os.Stat(o.UnitDir); err == nil {
+		t.Errorf("without vnetd in the source, the unit directory was created")
+	}
+
+	if err := os.WriteFile(filepath.Join(src, Agent), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []Outcome{Installed, Unchanged} {
+		acts, err := Install(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := outcomes(acts, root)
+		if got["bin/vnetd"] != want || got["systemd/vnetd.service"] != want {
+			t.Errorf("agent and unit: %q, %q; want %q", got["bin/vnetd"], got["systemd/vnetd.service"], want)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(o.UnitDir, "vnetd.service"))
+	wantUnit := "[Service]\nExecStart=" + filepath.Join(o.BinDir, "vnetd") + " --state-dir=/var/run/azure-vnet\n"
+	if err != nil || string(b) != wantUnit {
+		t.Errorf("installed unit %q (%v), want %q", b, err, wantUnit)
 	}
 }
