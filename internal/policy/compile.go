@@ -144,39 +144,86 @@ func (c *compiler) peerPods(ns string, peer netv1.NetworkPolicyPeer) []*Pod {
 	return out
 }
 
+// compiled is one policy's part of the state, kept in the model between
+// compilations and rebuilt only when something it depends on changes.
+type compiled struct {
+	local  []*Pod // the selected pods on this node
+	chains map[string]*Chain
+	sets   map[string]*Set
+	// nsSels are its peers' namespace selectors: a change to the pods of a
+	// namespace they match makes it stale.
+	nsSels []labels.Selector
+	// anyPod: an egress named port without peers resolves on every pod.
+	anyPod bool
+}
+
+// stale reports whether a change to the pods of namespace ns can change
+// the policy's part.
+func (cp *compiled) stale(policyNS string, dirty map[string]bool, nsLabels func(string) labels.Set) bool {
+	if len(dirty) == 0 {
+		return false
+	}
+	if cp.anyPod || dirty[policyNS] {
+		return true
+	}
+	for ns := range dirty {
+		for _, sel := range cp.nsSels {
+			if sel.Matches(nsLabels(ns)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Compile returns the state that enforces the model's policies on its
-// local pods. Only policies that select a local pod are in it.
+// local pods. Only policies that select a local pod are in it. Policies
+// whose inputs did not change since the last Compile keep their sets and
+// chains (the same objects: States are read-only), so a change costs what
+// it touches, and Diff skips what did not change.
 func Compile(m *Model) *State {
 	c := &compiler{m: m, selectors: map[*metav1.LabelSelector]labels.Selector{}, peerMemo: map[string][]*Pod{}}
+	nsLabels := func(ns string) labels.Set {
+		if n := m.namespaces[ns]; n != nil {
+			return n.Labels
+		}
+		return nil
+	}
+	if m.cache == nil || m.allDirty {
+		m.cache = map[string]*compiled{}
+	}
+	for key := range m.cache {
+		if _, ok := m.policies[key]; !ok {
+			delete(m.cache, key)
+		}
+	}
 	s := newState()
 	// Per local pod address, the policy chains that apply, per direction.
 	podChains := [2]map[netip.Addr][]string{{}, {}}
 	for _, key := range m.sortedPolicyKeys() {
 		p := m.policies[key]
-		sel := c.selected(p)
-		var local []*Pod
-		for _, pod := range sel {
-			if pod.Local {
-				local = append(local, pod)
-			}
+		cp := m.cache[key]
+		if cp == nil || m.dirtyPolicies[key] || cp.stale(p.Namespace, m.dirtyNS, nsLabels) {
+			cp = c.compilePolicy(p)
+			m.cache[key] = cp
 		}
-		if len(local) == 0 {
-			continue
-		}
-		in, eg := IsolationTypes(p)
-		for _, d := range []Direction{Ingress, Egress} {
-			if (d == Ingress && !in) || (d == Egress && !eg) {
-				continue
+		for n, ch := range cp.chains {
+			s.Chains[n] = ch
+			d := Ingress
+			if strings.HasSuffix(n, "-"+dirTag(Egress)) {
+				d = Egress
 			}
-			chain := PolicyChain(p.Namespace, p.Name, d)
-			s.Chains[chain] = c.policyChain(s, p, d, chain, local)
-			for _, pod := range local {
+			for _, pod := range cp.local {
 				for _, a := range m.addrs(pod) {
-					podChains[d][a] = append(podChains[d][a], chain)
+					podChains[d][a] = append(podChains[d][a], n)
 				}
 			}
 		}
+		for n, st := range cp.sets {
+			s.Sets[n] = st
+		}
 	}
+	m.allDirty, m.dirtyNS, m.dirtyPolicies = false, map[string]bool{}, map[string]bool{}
 	for d, verdicts := range []map[netip.Addr]string{s.Ingress, s.Egress} {
 		for a, chains := range podChains[d] {
 			sort.Strings(chains)
@@ -196,10 +243,59 @@ func Compile(m *Model) *State {
 	return s
 }
 
+// compilePolicy compiles one policy's chains and sets.
+func (c *compiler) compilePolicy(p *netv1.NetworkPolicy) *compiled {
+	cp := &compiled{chains: map[string]*Chain{}, sets: map[string]*Set{}}
+	in, eg := IsolationTypes(p)
+	for _, d := range []Direction{Ingress, Egress} {
+		var peers [][]netv1.NetworkPolicyPeer
+		var ports [][]netv1.NetworkPolicyPort
+		if d == Ingress {
+			for _, r := range p.Spec.Ingress {
+				peers, ports = append(peers, r.From), append(ports, r.Ports)
+			}
+		} else {
+			for _, r := range p.Spec.Egress {
+				peers, ports = append(peers, r.To), append(ports, r.Ports)
+			}
+		}
+		for i := range peers {
+			for _, peer := range peers[i] {
+				if peer.NamespaceSelector != nil {
+					cp.nsSels = append(cp.nsSels, c.selector(peer.NamespaceSelector))
+				}
+			}
+			if d == Egress && len(peers[i]) == 0 {
+				for _, pp := range ports[i] {
+					if pp.Port != nil && pp.Port.Type == intstr.String {
+						cp.anyPod = true
+					}
+				}
+			}
+		}
+	}
+	for _, pod := range c.selected(p) {
+		if pod.Local {
+			cp.local = append(cp.local, pod)
+		}
+	}
+	if len(cp.local) == 0 {
+		return cp
+	}
+	for _, d := range []Direction{Ingress, Egress} {
+		if (d == Ingress && !in) || (d == Egress && !eg) {
+			continue
+		}
+		chain := PolicyChain(p.Namespace, p.Name, d)
+		cp.chains[chain] = c.policyChain(cp.sets, p, d, chain, cp.local)
+	}
+	return cp
+}
+
 // policyChain compiles one direction of a policy into its chain's rules,
-// adding the sets they use to s. local are the policy's selected pods on
+// adding the sets they use to sets. local are the policy's selected pods on
 // this node (the destinations of its ingress named ports).
-func (c *compiler) policyChain(s *State, p *netv1.NetworkPolicy, d Direction, chain string, local []*Pod) *Chain {
+func (c *compiler) policyChain(sets map[string]*Set, p *netv1.NetworkPolicy, d Direction, chain string, local []*Pod) *Chain {
 	type rule struct {
 		peers []netv1.NetworkPolicyPeer
 		ports []netv1.NetworkPolicyPort
@@ -236,7 +332,7 @@ func (c *compiler) policyChain(s *State, p *netv1.NetworkPolicy, d Direction, ch
 				}
 			}
 			out.Peers = base + "-peers"
-			s.Sets[out.Peers] = &Set{Kind: SetPeers, Elems: normalize(SetPeers, elems)}
+			sets[out.Peers] = &Set{Kind: SetPeers, Elems: normalize(SetPeers, elems)}
 		}
 		if len(r.ports) == 0 {
 			ch.Rules = append(ch.Rules, out)
@@ -289,12 +385,12 @@ func (c *compiler) policyChain(s *State, p *netv1.NetworkPolicy, d Direction, ch
 			}
 			nr := out
 			nr.Named = base + "-named"
-			s.Sets[nr.Named] = &Set{Kind: SetNamed, Elems: normalize(SetNamed, named)}
+			sets[nr.Named] = &Set{Kind: SetNamed, Elems: normalize(SetNamed, named)}
 			ch.Rules = append(ch.Rules, nr)
 		}
 		if len(numeric) > 0 {
 			out.Ports = base + "-ports"
-			s.Sets[out.Ports] = &Set{Kind: SetPorts, Elems: normalize(SetPorts, numeric)}
+			sets[out.Ports] = &Set{Kind: SetPorts, Elems: normalize(SetPorts, numeric)}
 			ch.Rules = append(ch.Rules, out)
 		}
 	}

@@ -120,7 +120,7 @@ func Diff(old, new *State) []Op {
 	for _, n := range sortedKeys(new.Chains) {
 		nc := new.Chains[n]
 		oc, existed := old.Chains[n]
-		if existed && slices.Equal(oc.Rules, nc.Rules) {
+		if existed && (oc == nc || slices.Equal(oc.Rules, nc.Rules)) {
 			continue
 		}
 		if existed {
@@ -135,6 +135,9 @@ func Diff(old, new *State) []Op {
 		ns := new.Sets[n]
 		var oldElems []Elem
 		if os, ok := old.Sets[n]; ok {
+			if os == ns {
+				continue // the same compiled set: unchanged
+			}
 			oldElems = os.Elems
 		}
 		gone, added := diffElems(oldElems, ns.Elems)

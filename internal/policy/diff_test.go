@@ -102,10 +102,9 @@ func TestDiffGolden(t *testing.T) {
 	}
 }
 
-// TestDiffRandom: from any state to any other, Diff's operations are valid
-// in order (objects exist before use and are unused when deleted) and
-// reach the new state; and a label change that neither selects nor
-// unselects a pod touches only set elements.
+// TestDiffRandom: through random changes, the incremental compile equals a
+// fresh one, and Diff's operations are valid in order (objects exist
+// before use and are unused when deleted) and reach the new state.
 func TestDiffRandom(t *testing.T) {
 	seed := uint64(os.Getpid())
 	t.Logf("seed %d", seed)
@@ -138,7 +137,16 @@ func TestDiffRandom(t *testing.T) {
 	state := Compile(m)
 	kernel := state.Clone()
 	for step := range 300 {
-		switch r.IntN(5) {
+		switch r.IntN(7) {
+		case 5:
+			m.SetNamespace(Namespace{Name: nss[r.IntN(len(nss))], Labels: lbl("name=" + nss[r.IntN(len(nss))])})
+		case 6:
+			p := randPod(r.IntN(30))
+			if r.IntN(2) == 0 {
+				m.Bind(p.Namespace, p.Name, netip.AddrFrom4([4]byte{10, 9, 0, byte(r.IntN(4))}))
+			} else {
+				m.Unbind(p.Namespace, p.Name, netip.AddrFrom4([4]byte{10, 9, 0, byte(r.IntN(4))}))
+			}
 		case 0, 1:
 			m.SetPod(randPod(r.IntN(30)))
 		case 2:
@@ -151,6 +159,9 @@ func TestDiffRandom(t *testing.T) {
 			m.DeletePolicy(p.Namespace, p.Name)
 		}
 		next := Compile(m)
+		if d := cmp.Diff(compileFresh(m).Render(), next.Render()); d != "" {
+			t.Fatalf("step %d: incremental compile differs from a fresh one (-fresh +incremental):\n%s", step, d)
+		}
 		ops := Diff(state, next)
 		if err := kernel.Apply(ops); err != nil {
 			t.Fatalf("step %d: Apply(Diff): %v\n%s", step, err, Script(ops))
@@ -160,6 +171,13 @@ func TestDiffRandom(t *testing.T) {
 		}
 		state = next
 	}
+}
+
+// compileFresh compiles the model from nothing, leaving its cache alone.
+func compileFresh(m *Model) *State {
+	cp := *m
+	cp.cache, cp.allDirty = nil, true
+	return Compile(&cp)
 }
 
 // TestLabelChangeIsElements: relabelling a pod that is only a peer, or

@@ -64,10 +64,12 @@ func Explain(m *Model, from, to Endpoint, proto Proto, port uint16) Explanation 
 		saved[k] = p.Local
 		p.Local = true
 	}
+	m.invalidateAll()
 	s := Compile(m)
 	for k, p := range m.pods {
 		p.Local = saved[k]
 	}
+	m.invalidateAll()
 	return Explanation{From: from, To: to, Proto: proto, Port: port,
 		Decision: s.Evaluate(Packet{Src: from.Addr, Dst: to.Addr, Proto: proto, Port: port})}
 }

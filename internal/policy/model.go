@@ -17,6 +17,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -67,24 +68,36 @@ type Model struct {
 	policies   map[string]*netv1.NetworkPolicy // ns/name
 	// bound are addresses the CNI ADD gave a pod before the API knows them.
 	bound map[string][]netip.Addr
+
+	// What Compile keeps between runs, and what changed since.
+	cache         map[string]*compiled // policy ns/name
+	dirtyNS       map[string]bool      // namespaces whose pods changed
+	dirtyPolicies map[string]bool
+	allDirty      bool
 }
 
 // NewModel returns an empty model.
 func NewModel() *Model {
 	return &Model{
-		pods:       map[string]*Pod{},
-		byNS:       map[string]map[string]*Pod{},
-		namespaces: map[string]*Namespace{},
-		policies:   map[string]*netv1.NetworkPolicy{},
-		bound:      map[string][]netip.Addr{},
+		pods:          map[string]*Pod{},
+		byNS:          map[string]map[string]*Pod{},
+		namespaces:    map[string]*Namespace{},
+		policies:      map[string]*netv1.NetworkPolicy{},
+		bound:         map[string][]netip.Addr{},
+		dirtyNS:       map[string]bool{},
+		dirtyPolicies: map[string]bool{},
 	}
 }
+
+// invalidateAll makes the next Compile start from nothing.
+func (m *Model) invalidateAll() { m.allDirty = true }
 
 // SetPod adds or replaces a pod.
 func (m *Model) SetPod(p Pod) {
 	cp := p
 	cp.IPs = slices.Clone(p.IPs)
 	k := cp.Key()
+	m.dirtyNS[cp.Namespace] = true
 	m.pods[k] = &cp
 	ns := m.byNS[cp.Namespace]
 	if ns == nil {
@@ -97,6 +110,7 @@ func (m *Model) SetPod(p Pod) {
 // DeletePod removes a pod; its bound addresses go with it.
 func (m *Model) DeletePod(namespace, name string) {
 	k := namespace + "/" + name
+	m.dirtyNS[namespace] = true
 	delete(m.pods, k)
 	delete(m.bound, k)
 	if ns := m.byNS[namespace]; ns != nil {
@@ -120,6 +134,7 @@ func (m *Model) Pod(namespace, name string) (Pod, bool) {
 // the pod is enforced before the API server reports the address.
 func (m *Model) Bind(namespace, name string, ip netip.Addr) {
 	k := namespace + "/" + name
+	m.dirtyNS[namespace] = true
 	if !slices.Contains(m.bound[k], ip) {
 		m.bound[k] = append(m.bound[k], ip)
 	}
@@ -128,6 +143,7 @@ func (m *Model) Bind(namespace, name string, ip netip.Addr) {
 // Unbind forgets an address given by Bind (CNI DEL).
 func (m *Model) Unbind(namespace, name string, ip netip.Addr) {
 	k := namespace + "/" + name
+	m.dirtyNS[namespace] = true
 	m.bound[k] = slices.DeleteFunc(m.bound[k], func(a netip.Addr) bool { return a == ip })
 	if len(m.bound[k]) == 0 {
 		delete(m.bound, k)
@@ -135,19 +151,36 @@ func (m *Model) Unbind(namespace, name string, ip netip.Addr) {
 }
 
 // SetNamespace adds or replaces a namespace.
-func (m *Model) SetNamespace(n Namespace) { cp := n; m.namespaces[n.Name] = &cp }
+func (m *Model) SetNamespace(n Namespace) {
+	if old := m.namespaces[n.Name]; old == nil || !maps.Equal(old.Labels, n.Labels) {
+		// Namespace selectors anywhere may match differently.
+		m.allDirty = true
+	}
+	cp := n
+	m.namespaces[n.Name] = &cp
+}
 
 // DeleteNamespace removes a namespace (its pods are removed by their own
 // events).
-func (m *Model) DeleteNamespace(name string) { delete(m.namespaces, name) }
+func (m *Model) DeleteNamespace(name string) {
+	if _, ok := m.namespaces[name]; ok {
+		m.allDirty = true
+	}
+	delete(m.namespaces, name)
+}
 
 // SetPolicy adds or replaces a NetworkPolicy. The model keeps the pointer:
 // callers must not modify the object afterwards (informer objects are
 // read-only anyway).
-func (m *Model) SetPolicy(p *netv1.NetworkPolicy) { m.policies[p.Namespace+"/"+p.Name] = p }
+func (m *Model) SetPolicy(p *netv1.NetworkPolicy) {
+	m.dirtyPolicies[p.Namespace+"/"+p.Name] = true
+	m.policies[p.Namespace+"/"+p.Name] = p
+}
 
 // DeletePolicy removes a NetworkPolicy.
-func (m *Model) DeletePolicy(namespace, name string) { delete(m.policies, namespace+"/"+name) }
+func (m *Model) DeletePolicy(namespace, name string) {
+	delete(m.policies, namespace+"/"+name)
+}
 
 // Policy returns a NetworkPolicy by namespace and name.
 func (m *Model) Policy(namespace, name string) (*netv1.NetworkPolicy, bool) {
