@@ -68,6 +68,14 @@ bench: build
 clean:
 	rm -rf $(BIN) dist
 
+# Network policy at the issue's scale (10,000 pods, 1,000 policies, 500
+# namespaces): cold compile, apply into a throwaway namespace's nftables,
+# one change, memory. VNETCNI_POLICY_LOCAL=n puts every n-th pod on the
+# node (default 97, about 100 pods; 1 for all). Figures: docs/policy.md.
+.PHONY: bench-policy
+bench-policy:
+	VNETCNI_POLICY_SCALE=1 go test -count=1 -v -run TestScale ./internal/policy
+
 # --- Runtimes, release, install (issue 4) -------------------------------
 .PHONY: pause release e2e-runtimes bench-runtimes setup-runtimes
 DIST := $(CURDIR)/dist

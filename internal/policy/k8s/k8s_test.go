@@ -80,7 +80,7 @@ func TestStart(t *testing.T) {
 	if !strings.Contains(s, "10.0.0.12 : jump") {
 		t.Errorf("compiled model does not isolate shop/db:\n%s", s)
 	}
-	if _, err := client.NetworkingV1().NetworkPolicies("shop").Delete(ctx, "deny", metav1.DeleteOptions{}); err != nil {
+	if err := client.NetworkingV1().NetworkPolicies("shop").Delete(ctx, "deny", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for {
