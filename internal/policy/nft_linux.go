@@ -293,3 +293,65 @@ func (n *Nftables) Present() bool {
 	_, err := n.conn.ListTableOfFamily(TableName, nftables.TableFamilyIPv4)
 	return err == nil
 }
+
+// Counts are packets and bytes a policy's rules accepted, and that were
+// dropped at pods it selects.
+type Counts struct {
+	AllowedPackets, AllowedBytes uint64
+	DeniedPackets, DeniedBytes   uint64
+}
+
+// CounterKey names a policy's counters in one direction: "ns/name ingress".
+func CounterKey(policy string, d Direction) string { return policy + " " + d.String() }
+
+// Counters reads the kernel's counters for the policies of s (the state
+// the table holds), keyed by CounterKey. A drop counts for every policy
+// that selected the pod in that direction: the packet matched none of
+// them. Equivalent to: nft list chain ip vnetcni-policy <chain>, per chain.
+func (n *Nftables) Counters(s *State) (map[string]Counts, error) {
+	out := map[string]Counts{}
+	counter := func(r *nftables.Rule) (p, b uint64) {
+		for _, e := range r.Exprs {
+			if c, ok := e.(*expr.Counter); ok {
+				return c.Packets, c.Bytes
+			}
+		}
+		return 0, 0
+	}
+	for _, name := range sortedKeys(s.Chains) {
+		ch := s.Chains[name]
+		rules, err := n.conn.GetRules(table(), chain(name))
+		if err != nil {
+			return nil, fmt.Errorf("read counters of %s: %w", name, err)
+		}
+		if ch.Policy != "" {
+			d := Ingress
+			if strings.HasSuffix(name, "-"+dirTag(Egress)) {
+				d = Egress
+			}
+			k := CounterKey(ch.Policy, d)
+			c := out[k]
+			for _, r := range rules {
+				p, b := counter(r)
+				c.AllowedPackets += p
+				c.AllowedBytes += b
+			}
+			out[k] = c
+			continue
+		}
+		if len(rules) == 0 {
+			continue
+		}
+		p, b := counter(rules[len(rules)-1]) // the drop
+		for _, r := range ch.Rules {
+			if pc := s.Chains[r.Jump]; pc != nil {
+				k := CounterKey(pc.Policy, r.Dir)
+				c := out[k]
+				c.DeniedPackets += p
+				c.DeniedBytes += b
+				out[k] = c
+			}
+		}
+	}
+	return out, nil
+}

@@ -345,6 +345,25 @@ func TestKernelEnforces(t *testing.T) {
 			}
 			check("initial", s, flows)
 
+			// The kernel counted what each policy allowed and denied.
+			counts, err := tbl.Counters(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []struct {
+				key             string
+				allowed, denied bool
+			}{
+				{"default/server ingress", true, true},
+				{"default/other ingress", false, true},
+				{"default/other egress", true, true}, // other -> server 8080 passed its egress
+			} {
+				c := counts[want.key]
+				if (c.AllowedPackets > 0) != want.allowed || (c.DeniedPackets > 0) != want.denied {
+					t.Errorf("counters %s = %+v; want allowed %v, denied %v", want.key, c, want.allowed, want.denied)
+				}
+			}
+
 			// Relabel other as a client: it leaves its own policy and
 			// becomes a peer of the server's.
 			m.SetPod(mkPod("default", "other", base+"7", "app=client"))
