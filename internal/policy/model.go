@@ -195,8 +195,15 @@ func (m *Model) Counts() (pods, namespaces, policies int) {
 
 // addrs are a pod's IPv4 addresses, API and bound ones, deduplicated.
 func (m *Model) addrs(p *Pod) []netip.Addr {
+	var bound []netip.Addr
+	if len(m.bound) > 0 {
+		bound = m.bound[p.Key()]
+	}
+	if len(bound) == 0 && len(p.IPs) == 1 && p.IPs[0].Is4() {
+		return p.IPs // the common case, without allocating
+	}
 	var out []netip.Addr
-	for _, a := range append(slices.Clone(p.IPs), m.bound[p.Key()]...) {
+	for _, a := range append(slices.Clone(p.IPs), bound...) {
 		a = a.Unmap()
 		if a.Is4() && !slices.Contains(out, a) {
 			out = append(out, a)

@@ -185,3 +185,16 @@ func BenchmarkCompile(b *testing.B) {
 		Compile(m)
 	}
 }
+
+func BenchmarkNewLocalPod(b *testing.B) {
+	m := scaleModel(10000, 500, 1000, 97)
+	s := Compile(m)
+	i := 0
+	for b.Loop() {
+		i++
+		m.SetPod(mkPod("ns-001", "new", netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)}).String(), "app=app-1,tier=backend"))
+		next := Compile(m)
+		Diff(s, next)
+		s = next
+	}
+}
