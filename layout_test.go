@@ -121,3 +121,27 @@ func TestViolations(t *testing.T) {
 		t.Errorf("violations() = %q, want %q", got, want)
 	}
 }
+
+// pluginForbidden are what the CNI plugins and vnetctl must never link:
+// the policy engine and the Kubernetes API machinery are the agent's and
+// vnetctl-policy's. A plugin runs once per CNI call and pays for every
+// package at start; vnetctl would double in size (9 to 17 MB).
+var pluginForbidden = []string{"k8s.io/", module + "/internal/policy", module + "/internal/kubeapi"}
+
+// TestPluginsLinkNoPolicy: go list -deps of the plugins and vnetctl holds
+// none of them.
+func TestPluginsLinkNoPolicy(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "./cmd/azure-vnet", "./cmd/azure-vnet-ipam", "./cmd/vnetctl").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 50 {
+		t.Fatalf("go list -deps found %d packages; the rule would check nothing", len(deps))
+	}
+	for _, d := range deps {
+		if hasPrefix(d, pluginForbidden) {
+			t.Errorf("a CNI plugin or vnetctl links %s", d)
+		}
+	}
+}

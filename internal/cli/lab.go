@@ -34,19 +34,24 @@ func newLabCmd() *cobra.Command {
 	}
 }
 
-// findLab looks beside this executable first (bin/ after make build), then
-// on PATH.
+// findLab finds the lab's binary.
 func findLab() (string, error) {
+	return findHelper(labBinary, "the lab is not installed: %s is neither beside vnetctl nor on PATH (make build puts it in bin/; node releases do not ship it)")
+}
+
+// findHelper looks for a helper binary beside this executable first (bin/
+// after make build), then on PATH; notFound formats the error naming it.
+func findHelper(name, notFound string) (string, error) {
 	if self, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(self), labBinary)
+		p := filepath.Join(filepath.Dir(self), name)
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		}
 	}
-	p, err := exec.LookPath(labBinary)
+	p, err := exec.LookPath(name)
 	if err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
-			return "", fmt.Errorf("the lab is not installed: %s is neither beside vnetctl nor on PATH (make build puts it in bin/; node releases do not ship it)", labBinary)
+			return "", fmt.Errorf(notFound, name)
 		}
 		return "", err
 	}

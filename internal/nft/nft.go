@@ -202,6 +202,7 @@ const (
 	KeyIIFName Key = iota
 	KeyEtherSaddr
 	KeyIPSaddr
+	KeyIPDaddr
 	KeyARPSenderMAC
 	KeyARPSenderIP
 	KeyL4Proto
@@ -223,6 +224,8 @@ func InConcat(s *nftables.Set, in bool, keys ...Key) []expr.Any {
 			e, size = load(etherSaddr, reg), 6
 		case KeyIPSaddr:
 			e, size = load(ipSaddr, reg), 4
+		case KeyIPDaddr:
+			e, size = load(ipDaddr, reg), 4
 		case KeyARPSenderMAC:
 			e, size = load(arpSHA, reg), 6
 		case KeyARPSenderIP:
@@ -406,4 +409,17 @@ func DNATRoundRobin(m *nftables.Set, n uint32) []expr.Any {
 		&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
 		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1},
 	}
+}
+
+// VMap looks an IPv4 field up in a verdict map and takes the verdict it
+// holds; nothing happens when the key is absent.
+// Equivalent to: ip saddr vmap @egress.
+func VMap(f Field, m *nftables.Set) []expr.Any {
+	return []expr.Any{load(f.field(), reg1),
+		&expr.Lookup{SourceRegister: reg1, DestRegister: 0 /* NFT_REG_VERDICT */, IsDestRegSet: true, SetName: m.Name, SetID: m.ID}}
+}
+
+// Jump continues in another chain and comes back. Equivalent to: jump CHAIN.
+func Jump(chain string) []expr.Any {
+	return []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: chain}}
 }
