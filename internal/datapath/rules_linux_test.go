@@ -1,7 +1,6 @@
 package datapath
 
 import (
-	"flag"
 	"net"
 	"net/netip"
 	"os"
@@ -15,11 +14,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/nftables"
 
+	"github.com/vnetcni/vnetcni/internal/golden"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/nft/nfttest"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 func mustMAC(s string) net.HardwareAddr {
 	m, err := net.ParseMAC(s)
@@ -88,19 +86,7 @@ func TestRulesGolden(t *testing.T) {
 				t.Fatalf("Program again: %v", err)
 			}
 			got := nftList(t, name)
-			golden := filepath.Join("testdata", "rules-"+tc.golden+".nft")
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("read golden (run with -update to create): %v", err)
-			}
-			if d := cmp.Diff(string(want), got); d != "" {
-				t.Errorf("ruleset differs from %s (-want +got):\n%s", golden, d)
-			}
+			golden.Check(t, filepath.Join("testdata", "rules-"+tc.golden+".nft"), got)
 
 			// Removing pods removes exactly their elements, twice is fine.
 			for _, p := range testPods {

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"flag"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -11,26 +10,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	netv1 "k8s.io/api/networking/v1"
+
+	"github.com/vnetcni/vnetcni/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden (run with -update to create): %v", err)
-	}
-	if d := cmp.Diff(string(want), got); d != "" {
-		t.Errorf("%s differs (-want +got):\n%s", path, d)
-	}
-}
 
 // seedModel is the seed's case: frontend, backend, database in one
 // namespace, the backend reachable only from the frontend, the database
@@ -56,7 +38,7 @@ func seedModel() *Model {
 }
 
 func TestRenderGolden(t *testing.T) {
-	golden(t, "seed.nft", Compile(seedModel()).Render())
+	golden.Check(t, filepath.Join("testdata", "seed.nft"), Compile(seedModel()).Render())
 }
 
 // TestDiffGolden: each change is the few operations it should be, printed
@@ -90,7 +72,7 @@ func TestDiffGolden(t *testing.T) {
 			tc.change(m)
 			new := Compile(m)
 			ops := Diff(old, new)
-			golden(t, "diff-"+tc.name+".nft", Script(ops))
+			golden.Check(t, filepath.Join("testdata", "diff-"+tc.name+".nft"), Script(ops))
 			got := old.Clone()
 			if err := got.Apply(ops); err != nil {
 				t.Fatalf("Apply(Diff): %v", err)

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"io"
 	"net"
 	"net/http"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/vnetcni/vnetcni/internal/azure/imds"
 	"github.com/vnetcni/vnetcni/internal/azure/wireserver"
+	"github.com/vnetcni/vnetcni/internal/golden"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/lab/probe"
 )
@@ -434,7 +434,7 @@ func TestRebuild(t *testing.T) {
 	f := buildFabric(t, spec)
 	mustPing(t, f, "vm1", netip.Addr{}, vm2IP)
 	before := nftRuleset(t, f)
-	golden(t, "testdata/ruleset.nft", before)
+	golden.Check(t, "testdata/ruleset.nft", before)
 
 	if _, err := Build(spec); err != nil {
 		t.Fatalf("second Build: %v", err)
@@ -509,26 +509,6 @@ func waitGone(t *testing.T, f *Fabric, link string) {
 		}
 	}
 	t.Fatalf("%s still in netns %s 5s after its peer's namespace was deleted", link, c.name)
-}
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
-
-// golden compares got with a golden file, or rewrites it with -update.
-func golden(t *testing.T, path, got string) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != string(want) {
-		t.Errorf("nft list ruleset differs from %s (rerun with -update if intended):\ngot:\n%s\nwant:\n%s", path, got, want)
-	}
 }
 
 // sendFrame writes a raw Ethernet frame out of a VM's eth0.

@@ -1,45 +1,23 @@
 package runtimes
 
 import (
-	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
+	"github.com/vnetcni/vnetcni/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 var testNode = Node{Name: "lab-vm-1", NetNS: "/run/netns/lab-vm-1",
 	CNIBinDir: "/run/vnetcni-lab/lab/vms/vm-1/bin", CNIConfDir: "/run/vnetcni-lab/lab/vms/vm-1/net.d",
 	Env: []string{"AZURE_VNET_STATE_DIR=/run/vnetcni-lab/lab/vms/vm-1/state", "AZURE_VNET_LOG_FILE=/run/vnetcni-lab/lab/vms/vm-1/azure-vnet.log"}}
 
-// golden compares got with testdata/name, or rewrites it with -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := cmp.Diff(string(want), got); d != "" {
-		t.Errorf("%s (-want +got):\n%s", name, d)
-	}
-}
-
 func TestConfigs(t *testing.T) {
 	dir := "/run/vnetcni-lab/lab/vms/vm-1/containerd"
-	golden(t, "containerd-cri.toml", ContainerdConfig(dir, testNode, "overlayfs", true))
-	golden(t, "containerd-docker.toml", ContainerdConfig(dir, testNode, "overlayfs", false))
-	golden(t, "podman-containers.conf", PodmanConfig("/run/vnetcni-lab/lab/vms/vm-1/podman", testNode, "azure"))
-	golden(t, "podman-storage.conf", PodmanStorageConfig("/run/vnetcni-lab/lab/vms/vm-1/podman", "overlay"))
+	golden.Check(t, filepath.Join("testdata", "containerd-cri.toml"), ContainerdConfig(dir, testNode, "overlayfs", true))
+	golden.Check(t, filepath.Join("testdata", "containerd-docker.toml"), ContainerdConfig(dir, testNode, "overlayfs", false))
+	golden.Check(t, filepath.Join("testdata", "podman-containers.conf"), PodmanConfig("/run/vnetcni-lab/lab/vms/vm-1/podman", testNode, "azure"))
+	golden.Check(t, filepath.Join("testdata", "podman-storage.conf"), PodmanStorageConfig("/run/vnetcni-lab/lab/vms/vm-1/podman", "overlay"))
 }
 
 func TestNodeValidate(t *testing.T) {
