@@ -106,7 +106,11 @@ func (n *node) manager() *ipam.Manager {
 // rules is the network's static rule configuration for a pool.
 func (n *node) rules(pool *store.Pool) datapath.Rules {
 	nm := append([]netip.Prefix(nil), n.conf.NonMasquerade...)
-	nm = append(nm, netip.PrefixFrom(netconf.WireserverIP, 32))
+	if !n.conf.PodCIDRModel() {
+		// Pod addresses are VNet addresses the wireserver answers; a pod
+		// CIDR's are not, and reach it as the node.
+		nm = append(nm, netip.PrefixFrom(netconf.WireserverIP, 32))
+	}
 	if pool != nil && pool.Subnet.IsValid() {
 		nm = append(nm, pool.Subnet)
 	}
