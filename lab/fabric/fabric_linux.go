@@ -158,6 +158,9 @@ func build(s Spec) error {
 			ready = append(ready, endpoint{fab, PortName(v.Name)}, endpoint{vms[v.Name], "eth0"})
 		}
 	}
+	if err := syncModelRoutes(fab, s, func(v VMSpec) string { return PortName(v.Name) }); err != nil {
+		return err
+	}
 	return waitOperUp(ready)
 }
 
