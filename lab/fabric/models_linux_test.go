@@ -40,9 +40,9 @@ func TestOverlay(t *testing.T) {
 	podAddr(t, f, "vm1", pod1)
 	podAddr(t, f, "vm2", pod2)
 
-	mustPing(t, f, "vm1", pod1, pod2)     // pod ↔ pod across nodes, no NAT, no encapsulation
-	mustPing(t, f, "vm1", vm1IP, pod2)    // node → pod on another node
-	mustNotPing(t, f, "vm3", vm3IP, pod2) // a VM outside the cluster: no route for it
+	mustPing(t, f, "vm1", pod1, pod2)           // pod ↔ pod across nodes, no NAT, no encapsulation
+	mustPing(t, f, "vm1", vm1IP, pod2)          // node → pod on another node
+	mustNotPing(t, f, "vm3", vm3IP, pod2)       // a VM outside the cluster: no route for it
 	stolen := netip.MustParseAddr("10.244.1.9") // in vm2's block
 	podAddr(t, f, "vm1", stolen)
 	before, _ := counters(t, f)
