@@ -121,30 +121,35 @@ func syncModelRoutes(fab *nsConn, s Spec, portOf func(VMSpec) string) error {
 		return l, nil
 	}
 	var errs []error
-	// Overlay blocks, in the main table.
-	want := map[netip.Prefix]bool{}
-	for _, v := range s.VMs {
-		if !v.PodCIDR.IsValid() {
-			continue
-		}
-		l, err := link(v)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		want[v.PodCIDR] = true
-		r := &netlink.Route{Dst: ipNet(v.PodCIDR), Gw: v.PrimaryIP.AsSlice(), LinkIndex: l.Attrs().Index, Flags: int(netlink.FLAG_ONLINK)}
-		if err := fab.nl.RouteReplace(r); err != nil {
-			errs = append(errs, fmt.Errorf("add route %s via %s dev %s: %w", v.PodCIDR, v.PrimaryIP, l.Attrs().Name, err))
-		}
-	}
-	// Gateway routes to blocks no VM has any more.
+	// Overlay blocks, in the main table. Only what differs is written:
+	// a route controller changes one route at a time in large tables.
 	main, err := dump(func() ([]netlink.Route, error) {
 		return fab.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
 		return fmt.Errorf("list routes in netns %s: %w", fab.name, err)
 	}
+	have := routesByPrefix(main)
+	want := map[netip.Prefix]bool{}
+	for _, v := range s.VMs {
+		if !v.PodCIDR.IsValid() {
+			continue
+		}
+		want[v.PodCIDR] = true
+		l, err := link(v)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r := &netlink.Route{Dst: ipNet(v.PodCIDR), Gw: v.PrimaryIP.AsSlice(), LinkIndex: l.Attrs().Index, Flags: int(netlink.FLAG_ONLINK)}
+		if sameRoute(have[v.PodCIDR], r) {
+			continue
+		}
+		if err := fab.nl.RouteReplace(r); err != nil {
+			errs = append(errs, fmt.Errorf("add route %s via %s dev %s: %w", v.PodCIDR, v.PrimaryIP, l.Attrs().Name, err))
+		}
+	}
+	// Gateway routes to blocks no VM has any more.
 	for _, r := range main {
 		if p := prefixOf(r.Dst); r.Gw != nil && p.IsValid() && p.Bits() > 0 && !want[p] && r.LinkIndex != 0 && isPortRoute(fab, r) {
 			if err := fab.nl.RouteDel(&r); err != nil && !notFound(err) {
@@ -158,6 +163,14 @@ func syncModelRoutes(fab *nsConn, s Spec, portOf func(VMSpec) string) error {
 	for i, rt := range s.RouteTables {
 		table := RouteTableBase + i
 		wantRules[table] = true
+		cur, err := dump(func() ([]netlink.Route, error) {
+			return fab.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list routes of table %d: %w", table, err))
+			continue
+		}
+		have := routesByPrefix(cur)
 		wantRoutes := map[netip.Prefix]bool{}
 		for _, rr := range rt.Routes {
 			wantRoutes[rr.AddressPrefix] = true
@@ -172,18 +185,14 @@ func syncModelRoutes(fab *nsConn, s Spec, portOf func(VMSpec) string) error {
 			} else {
 				r.Type = unix.RTN_BLACKHOLE
 			}
+			if sameRoute(have[rr.AddressPrefix], r) {
+				continue
+			}
 			if err := fab.nl.RouteReplace(r); err != nil {
 				errs = append(errs, fmt.Errorf("route table %s: add route %s via %s: %w", rt.Name, rr.AddressPrefix, rr.NextHop, err))
 			}
 		}
-		have, err := dump(func() ([]netlink.Route, error) {
-			return fab.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
-		})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("list routes of table %d: %w", table, err))
-			continue
-		}
-		for _, r := range have {
+		for _, r := range cur {
 			if p := prefixOf(r.Dst); !wantRoutes[p] {
 				if err := fab.nl.RouteDel(&r); err != nil && !notFound(err) {
 					errs = append(errs, fmt.Errorf("route table %s: delete stale route %s: %w", rt.Name, p, err))
@@ -191,17 +200,31 @@ func syncModelRoutes(fab *nsConn, s Spec, portOf func(VMSpec) string) error {
 			}
 		}
 	}
+	// Tables of route tables the spec no longer has.
+	for table := RouteTableBase + len(s.RouteTables); ; table++ {
+		cur, err := dump(func() ([]netlink.Route, error) {
+			return fab.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+		})
+		if err != nil || len(cur) == 0 {
+			break
+		}
+		for _, r := range cur {
+			if err := fab.nl.RouteDel(&r); err != nil && !notFound(err) {
+				errs = append(errs, fmt.Errorf("delete route %s of removed table %d: %w", prefixOf(r.Dst), table, err))
+			}
+		}
+	}
 	rules, err := dump(func() ([]netlink.Rule, error) { return fab.nl.RuleList(netlink.FAMILY_V4) })
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("list rules in netns %s: %w", fab.name, err))...)
 	}
-	have := map[int]bool{}
+	haveRules := map[int]bool{}
 	for _, r := range rules {
 		if r.Priority < RouteTableBase || r.Priority >= RouteTableBase+1000 {
 			continue
 		}
 		if wantRules[r.Priority] && r.Table == r.Priority && r.Mark == uint32(r.Priority) {
-			have[r.Priority] = true
+			haveRules[r.Priority] = true
 			continue
 		}
 		if err := fab.nl.RuleDel(&r); err != nil && !notFound(err) {
@@ -209,7 +232,7 @@ func syncModelRoutes(fab *nsConn, s Spec, portOf func(VMSpec) string) error {
 		}
 	}
 	for table := range wantRules {
-		if have[table] {
+		if haveRules[table] {
 			continue
 		}
 		r := netlink.NewRule()
@@ -219,6 +242,28 @@ func syncModelRoutes(fab *nsConn, s Spec, portOf func(VMSpec) string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// routesByPrefix indexes routes by destination.
+func routesByPrefix(rs []netlink.Route) map[netip.Prefix]*netlink.Route {
+	m := make(map[netip.Prefix]*netlink.Route, len(rs))
+	for i := range rs {
+		if p := prefixOf(rs[i].Dst); p.IsValid() {
+			m[p] = &rs[i]
+		}
+	}
+	return m
+}
+
+// sameRoute reports whether the kernel's route is the one wanted.
+func sameRoute(have, want *netlink.Route) bool {
+	if have == nil {
+		return false
+	}
+	if want.Type == unix.RTN_BLACKHOLE {
+		return have.Type == unix.RTN_BLACKHOLE
+	}
+	return have.Type != unix.RTN_BLACKHOLE && have.LinkIndex == want.LinkIndex && have.Gw.Equal(want.Gw)
 }
 
 // isPortRoute reports whether a route leaves through a VM port (not the
