@@ -23,6 +23,7 @@ import (
 	"github.com/vnetcni/vnetcni/internal/cnirunner"
 	"github.com/vnetcni/vnetcni/internal/install"
 	"github.com/vnetcni/vnetcni/lab/k8slab"
+	"github.com/vnetcni/vnetcni/lab/plan"
 	"github.com/vnetcni/vnetcni/lab/runtimes"
 	"github.com/vnetcni/vnetcni/lab/vnetlab"
 )
@@ -93,8 +94,11 @@ func readDefinition(path string) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
+// modelUsage describes --model.
+const modelUsage = "network model: azure-cni (pods take the NIC's VNet addresses), overlay (Azure CNI Overlay: a /24 of a private pod CIDR per node) or kubenet (a pod CIDR per node, a route table on the subnet); default: the definition's, else azure-cni"
+
 func labUpCmd(name *string) *cobra.Command {
-	var file, mode, binDir, k8sBinDir string
+	var file, mode, model, binDir, k8sBinDir string
 	var kubernetes bool
 	c := &cobra.Command{
 		Use:   "up",
@@ -108,27 +112,29 @@ max-pods 30. Running up on a half-built lab repairs it.`,
 			if err != nil {
 				return err
 			}
-			l, err := vnetlab.Up(cmd.Context(), vnetlab.UpOptions{Name: *name, Definition: def, Mode: mode, BinDir: binDir, Progress: cmd.ErrOrStderr(),
+			l, err := vnetlab.Up(cmd.Context(), vnetlab.UpOptions{Name: *name, Definition: def, Mode: mode, Model: model, BinDir: binDir, Progress: cmd.ErrOrStderr(),
 				Kubernetes: kubernetes, K8sBinDir: k8sBinDir})
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "lab %q is up: %d VMs in %s (%s mode)\n", l.Name, len(l.Spec.VMs), l.Plan.Subnet, l.Mode)
+			fmt.Fprintf(out, "lab %q is up: %d VMs in %s (%s, %s mode)\n", l.Name, len(l.Spec.VMs), l.Plan.Subnet, l.Plan.Model, l.Mode)
 			if l.Kubernetes != nil {
 				fmt.Fprintf(out, "Kubernetes %s: API server %s:443 in %s; export KUBECONFIG=%s\n",
 					k8slab.Version, l.Kubernetes.VIP, l.Plan.APIServer.Subnet, l.Kubernetes.AdminKubeconfig())
 				fmt.Fprintln(out, "next: kubectl apply -f examples/; vnetctl lab check --kubernetes; vnetctl lab down")
 				return nil
 			}
-			fmt.Fprintf(out, "next: vnetctl lab pods add %s web-1; vnetctl lab check; vnetctl lab down\n", l.Spec.VMs[len(l.Spec.VMs)-1].Name)
+			nodes := l.Nodes()
+			fmt.Fprintf(out, "next: vnetctl lab pods add %s web-1; vnetctl lab check; vnetctl lab down\n", nodes[len(nodes)-1].Name)
 			return nil
 		},
 	}
 	c.Flags().BoolVar(&kubernetes, "kubernetes", false, "also run Kubernetes: control plane in the API server's delegated subnet, a kubelet node per VM")
 	c.Flags().StringVar(&k8sBinDir, "k8s-bin-dir", k8slab.DefaultBinDir, "Kubernetes binaries (built by scripts/k8s-binaries.sh)")
 	c.Flags().StringVarP(&file, "file", "f", "", "cluster definition (ACS-Engine JSON); the seed's example when empty")
-	c.Flags().StringVar(&mode, "mode", "", "network mode: bridge or transparent (default: the definition's, else bridge)")
+	c.Flags().StringVar(&mode, "mode", "", "network mode: bridge or transparent (default: the definition's, else bridge; transparent in the overlay and kubenet models)")
+	c.Flags().StringVar(&model, "model", "", modelUsage)
 	c.Flags().StringVar(&binDir, "bin-dir", defaultBinDir(), "directory with azure-vnet, azure-vnet-ipam, portmap and loopback")
 	return c
 }
@@ -149,7 +155,7 @@ func labDownCmd(name *string) *cobra.Command {
 }
 
 func labPlanCmd() *cobra.Command {
-	var file, mode, output string
+	var file, mode, model, output string
 	var kubernetes bool
 	c := &cobra.Command{
 		Use:   "plan",
@@ -160,7 +166,7 @@ func labPlanCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := vnetlab.PlanFor(def, mode, kubernetes)
+			p, err := vnetlab.PlanFor(def, mode, model, kubernetes)
 			if err != nil {
 				return err
 			}
@@ -169,21 +175,40 @@ func labPlanCmd() *cobra.Command {
 				return writeJSON(out, p)
 			}
 			used, usable := p.Utilisation()
-			fmt.Fprintf(out, "VNet %s  subnet %s  gateway %s  mode %s\n", p.VNet, p.Subnet, p.Gateway, p.Mode)
+			fmt.Fprintf(out, "VNet %s  subnet %s  gateway %s  model %s  mode %s\n", p.VNet, p.Subnet, p.Gateway, p.Model, p.Mode)
+			if p.PodCIDRModel() {
+				fmt.Fprintf(out, "pod CIDR %s (outside the VNet), a /%d per node\n", p.PodCIDR, plan.NodePodCIDRBits)
+			}
 			if p.VNetName != "" {
 				fmt.Fprintf(out, "resource group %s  virtual network %s  subnet %s\n", p.ResourceGroup, p.VNetName, p.SubnetName)
 			}
 			fmt.Fprintln(out)
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "VM\tROLE\tPOOL\tPRIMARY\tSECONDARY (POD) IPS\tMAX PODS")
+			if p.PodCIDRModel() {
+				fmt.Fprintln(tw, "VM\tROLE\tPOOL\tPRIMARY\tPOD CIDR\tMAX PODS")
+			} else {
+				fmt.Fprintln(tw, "VM\tROLE\tPOOL\tPRIMARY\tSECONDARY (POD) IPS\tMAX PODS")
+			}
 			for _, n := range p.Nodes {
 				sec := "-"
-				if len(n.SecondaryIPs) > 0 {
+				switch {
+				case n.PodCIDR.IsValid():
+					sec = n.PodCIDR.String()
+				case len(n.SecondaryIPs) > 0:
 					sec = fmt.Sprintf("%s - %s (%d)", n.SecondaryIPs[0], n.SecondaryIPs[len(n.SecondaryIPs)-1], len(n.SecondaryIPs))
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", n.Name, n.Role, n.Pool, n.PrimaryIP, sec, n.MaxPods)
 			}
 			tw.Flush()
+			switch p.Model {
+			case plan.ModelOverlay:
+				fmt.Fprintf(out, "\nthe fabric routes each node's pod CIDR to its NIC (no route table, no encapsulation)\n")
+			case plan.ModelKubenet:
+				fmt.Fprintf(out, "\nroute table on subnet %s: %d of at most %d routes (one per node)\n", p.Subnet, len(p.Nodes), plan.MaxKubenetNodes)
+			}
+			if o := p.Outside; o != nil {
+				fmt.Fprintf(out, "VM outside the cluster: %s %s in subnet %s\n", o.Name, o.PrimaryIP, p.OutsideSubnet)
+			}
 			fmt.Fprintf(out, "\nsubnet utilisation: %d of %d usable addresses (%.1f%%)\n", used, usable, 100*float64(used)/float64(usable))
 			if a := p.APIServer; a != nil {
 				fmt.Fprintf(out, "API server subnet %s (delegated): control plane %s, internal load balancer VIP %s, %d addresses reserved\n",
@@ -195,6 +220,7 @@ func labPlanCmd() *cobra.Command {
 	c.Flags().StringVarP(&file, "file", "f", "", "cluster definition (ACS-Engine JSON); the seed's example when empty")
 	c.Flags().BoolVar(&kubernetes, "kubernetes", false, "plan the API server's delegated subnet too")
 	c.Flags().StringVar(&mode, "mode", "", "network mode: bridge or transparent")
+	c.Flags().StringVar(&model, "model", "", modelUsage)
 	c.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	return c
 }
@@ -321,7 +347,11 @@ func labCheckCmd(name *string) *cobra.Command {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Check, r.From, r.To, r.Expected, r.Observed, mark)
 				}
 				tw.Flush()
-				fmt.Fprintf(out, "\n%d checks: %d as expected, %d mismatches (lab %s, %s mode)\n", len(m.Rows), m.Passed, m.Failed, m.Lab, m.Mode)
+				model := m.Model
+				if model == "" {
+					model = plan.ModelAzureCNI
+				}
+				fmt.Fprintf(out, "\n%d checks: %d as expected, %d mismatches (lab %s, %s, %s mode)\n", len(m.Rows), m.Passed, m.Failed, m.Lab, model, m.Mode)
 			}
 			if m.Failed > 0 {
 				return exitCode(1)

@@ -30,6 +30,7 @@ type Row struct {
 // Matrix is the result of Check.
 type Matrix struct {
 	Lab    string `json:"lab"`
+	Model  string `json:"model,omitempty"`
 	Mode   string `json:"mode"`
 	Rows   []Row  `json:"rows"`
 	Passed int    `json:"passed"`
@@ -57,16 +58,19 @@ func blockedOrReached(err error) string {
 }
 
 // Check probes the lab's connectivity and compares every observation with
-// what the Azure CNI model expects: pods reach each other and the VMs
-// without NAT, reach the internet as their VM's public address, the
-// wireserver's DNS and IMDS; VMs reach pods; host ports reach their pods.
+// what the lab's network model expects (seed 002). Azure CNI: pods reach
+// each other and the VMs without NAT, reach the internet as their VM's
+// public address, the wireserver's DNS and IMDS; VMs reach pods; host ports
+// reach their pods. Overlay and kubenet: the same among the cluster's nodes
+// and pods, and a VM outside the cluster sees pods' traffic come from
+// their node and cannot reach them.
 func Check(ctx context.Context, name string) (*Matrix, error) {
 	l, err := Load(name)
 	if err != nil {
 		return nil, err
 	}
 	f := fabric.Open(l.Spec)
-	m := &Matrix{Lab: name, Mode: l.Mode}
+	m := &Matrix{Lab: name, Model: l.Plan.Model, Mode: l.Mode}
 	add := func(check, from, to, expected, observed string) {
 		r := Row{Check: check, From: from, To: to, Expected: expected, Observed: observed, OK: expected == observed}
 		m.Rows = append(m.Rows, r)
@@ -155,6 +159,14 @@ func Check(ctx context.Context, name string) (*Matrix, error) {
 				reach(probe.TCPConnect(f.VMNetNS(w.Name), netip.AddrPortFrom(a.IP, echoPort), probeWait)))
 			add("pod→VM (other VM)", label(a), w.Name+" "+w.PrimaryIP.String(), reachable, reach(probe.Ping(a.NetNS, w.PrimaryIP, probeWait)))
 		}
+		if o := l.Plan.Outside; o != nil {
+			// A VM of the VNet outside the cluster: pods reach it as their
+			// node; it does not reach pods.
+			add("pod→VM outside the cluster (source seen)", label(a), o.Name+" "+o.PrimaryIP.String(), v.PrimaryIP.String(),
+				sourceSeen(f.VMNetNS(o.Name), o.PrimaryIP, a.NetNS))
+			add("VM outside the cluster→pod", o.Name, fmt.Sprintf("%s %s:%d", label(a), a.IP, echoPort), blocked,
+				blockedOrReached(probe.TCPConnect(f.VMNetNS(o.Name), netip.AddrPortFrom(a.IP, echoPort), blockWait)))
+		}
 		add("pod→internet (source seen)", label(a), fabric.InternetHostIP.String(), v.PublicIP.String(), internetSource(a.NetNS))
 		dnsName := v.Name + "." + fabric.DNSSuffix
 		add("pod→wireserver DNS", label(a), fabric.WireserverIP.String()+":53 "+dnsName, v.PrimaryIP.String(), dnsAnswer(a.NetNS, dnsName))
@@ -178,6 +190,40 @@ func Check(ctx context.Context, name string) (*Matrix, error) {
 		}
 	}
 	return m, nil
+}
+
+// sourceSeen connects from the namespace from to a listener on at in
+// namespace on, and returns the source address the listener saw.
+func sourceSeen(on string, at netip.Addr, from string) string {
+	ln, err := probe.ListenTCP(on, netip.AddrPortFrom(at, echoPort+1))
+	if err != nil {
+		return describe(err)
+	}
+	defer ln.Close()
+	seen := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			seen <- describe(err)
+			return
+		}
+		defer c.Close()
+		ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+		if err != nil {
+			seen <- err.Error()
+			return
+		}
+		seen <- ap.Addr().Unmap().String()
+	}()
+	if err := probe.TCPConnect(from, netip.AddrPortFrom(at, echoPort+1), probeWait); err != nil {
+		return describe(err)
+	}
+	select {
+	case s := <-seen:
+		return s
+	case <-time.After(probeWait):
+		return "no answer"
+	}
 }
 
 func internetSource(ns string) string {
@@ -248,7 +294,7 @@ func CheckKubernetes(ctx context.Context, name string) (*Matrix, error) {
 		return v.SecondaryIPs
 	}
 	rows, err := l.Kubernetes.Check(ctx, pool)
-	m := &Matrix{Lab: name, Mode: l.Mode}
+	m := &Matrix{Lab: name, Model: l.Plan.Model, Mode: l.Mode}
 	for _, r := range rows {
 		row := Row{Check: r.Check, From: r.From, To: r.To, Expected: r.Expected, Observed: r.Observed, OK: r.Expected == r.Observed}
 		m.Rows = append(m.Rows, row)

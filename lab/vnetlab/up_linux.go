@@ -36,6 +36,7 @@ type UpOptions struct {
 	Name       string
 	Definition []byte // a cluster definition; the seed's example when nil
 	Mode       string // bridge or transparent; overrides the definition
+	Model      string // azure-cni, overlay or kubenet; overrides the definition
 	BinDir     string // where the plugins are
 	Executable string // the lab binary (Binary), to start the services daemon; default: this process's
 	Progress   io.Writer
@@ -46,7 +47,7 @@ type UpOptions struct {
 }
 
 // PlanFor validates a definition and plans it, before anything is created.
-func PlanFor(def []byte, mode string, kubernetes bool) (*plan.Plan, error) {
+func PlanFor(def []byte, mode, model string, kubernetes bool) (*plan.Plan, error) {
 	if def == nil {
 		def = []byte(plan.Example)
 	}
@@ -54,7 +55,7 @@ func PlanFor(def []byte, mode string, kubernetes bool) (*plan.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := d.Plan(plan.Options{Mode: mode, Kubernetes: kubernetes})
+	p, err := d.Plan(plan.Options{Mode: mode, Model: model, Kubernetes: kubernetes})
 	if err != nil {
 		return nil, err
 	}
@@ -76,12 +77,16 @@ func Up(ctx context.Context, o UpOptions) (*Lab, error) {
 		return nil, err
 	}
 	done := step("plan the VNet")
-	p, err := PlanFor(o.Definition, o.Mode, o.Kubernetes)
+	p, err := PlanFor(o.Definition, o.Mode, o.Model, o.Kubernetes)
 	if err != nil {
 		return nil, err
 	}
 	used, usable := p.Utilisation()
-	done(fmt.Sprintf("%d VMs, subnet %s, %d of %d addresses (%s mode)", len(p.Nodes), p.Subnet, used, usable, p.Mode))
+	pods := ""
+	if p.PodCIDRModel() {
+		pods = fmt.Sprintf(", pods in %s", p.PodCIDR)
+	}
+	done(fmt.Sprintf("%d VMs, subnet %s, %d of %d addresses%s (%s, %s mode)", len(p.Nodes), p.Subnet, used, usable, pods, p.Model, p.Mode))
 
 	done = step("check the plugins")
 	if err := checkBinaries(o.BinDir); err != nil {
@@ -116,10 +121,23 @@ func Up(ctx context.Context, o UpOptions) (*Lab, error) {
 	}
 
 	done = step("build the fabric, VMs and internet")
-	if _, err := fabric.Build(l.Spec); err != nil {
+	f, err := fabric.Build(l.Spec)
+	if err != nil {
 		return nil, err
 	}
 	done(fmt.Sprintf("namespaces %s-fab, %s-inet and %d VMs", l.Name, l.Name, len(l.Spec.VMs)))
+
+	if l.Plan.Model == plan.ModelKubenet {
+		done = step("program the subnet's route table (kubenet's route controller)")
+		if err := l.routeNodes(ctx, f); err != nil {
+			return nil, err
+		}
+		l.Spec = f.Spec()
+		if err := l.save(); err != nil {
+			return nil, err
+		}
+		done(fmt.Sprintf("route table %s: %d routes", kubenetRouteTable, len(l.Plan.Nodes)))
+	}
 
 	done = step("install the plugins and conflist on each VM")
 	for _, v := range l.Nodes() {
@@ -209,6 +227,11 @@ func (l *Lab) installVM(vm, binDir string) error {
 	cl, err := ConflistFor(l.Mode)
 	if err != nil {
 		return err
+	}
+	if l.Plan.PodCIDRModel() {
+		if cl, err = l.modelConflist(vm); err != nil {
+			return err
+		}
 	}
 	return os.WriteFile(filepath.Join(d, "net.d", conf.FileName), cl, 0o644)
 }
