@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/nft"
 )
 
@@ -216,7 +217,7 @@ func syncModelRoutes(fab *nsConn, s Spec, portOf func(VMSpec) string) error {
 	}
 	rules, err := dump(func() ([]netlink.Rule, error) { return fab.nl.RuleList(netlink.FAMILY_V4) })
 	if err != nil {
-		return errors.Join(append(errs, fmt.Errorf("list rules in netns %s: %w", fab.name, err))...)
+		return joinFew(append(errs, fmt.Errorf("list rules in netns %s: %w", fab.name, err)))
 	}
 	haveRules := map[int]bool{}
 	for _, r := range rules {
@@ -241,7 +242,17 @@ func syncModelRoutes(fab *nsConn, s Spec, portOf func(VMSpec) string) error {
 			errs = append(errs, fmt.Errorf("add rule fwmark %d lookup %d: %w", table, table, err))
 		}
 	}
-	return errors.Join(errs...)
+	return joinFew(errs)
+}
+
+// joinFew joins the first few errors and counts the rest, so a table of
+// thousands of routes fails with a readable message.
+func joinFew(errs []error) error {
+	const few = 3
+	if len(errs) <= few {
+		return errors.Join(errs...)
+	}
+	return errors.Join(append(errs[:few:few], fmt.Errorf("and %d more errors", len(errs)-few))...)
 }
 
 // routesByPrefix indexes routes by destination.
@@ -309,12 +320,12 @@ func (f *Fabric) changeRouteTables(name string, change func(*Spec)) error {
 		return err
 	}
 	defer fab.Close()
-	if !sameAssociations(prev, next) {
+	if !f.sim && !sameAssociations(prev, next) {
 		if err := syncNFT(fab, next); err != nil {
 			return fmt.Errorf("route table %s: %w", name, err)
 		}
 	}
-	if err := syncModelRoutes(fab, next, func(v VMSpec) string { return PortName(v.Name) }); err != nil {
+	if err := syncModelRoutes(fab, next, f.portOf); err != nil {
 		return fmt.Errorf("route table %s: %w", name, err)
 	}
 	f.setSpec(next)
@@ -332,4 +343,114 @@ func sameAssociations(a, b Spec) bool {
 		}
 	}
 	return true
+}
+
+// Simulate builds, for a spec of any size, only what the network models
+// put in the fabric namespace — overlay routes and sets, route tables —
+// with one interface (SimPort) standing for every VM's port: no VM
+// namespaces, no per-port filters. It measures route programming at the
+// scale of thousands of nodes; Destroy removes it.
+func Simulate(spec Spec) (*Fabric, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, fmt.Errorf("simulate fabric: %w", err)
+	}
+	f := Open(spec)
+	f.sim = true
+	name := f.FabricNetNS()
+	if err := netns.Create(name); err != nil {
+		return nil, err
+	}
+	fab, err := openNS(name)
+	if err != nil {
+		return nil, err
+	}
+	defer fab.Close()
+	// A veth pair with both ends here: the dummy driver is not always
+	// available.
+	la := netlink.NewLinkAttrs()
+	la.Name = SimPort
+	if err := fab.nl.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: SimPort + "-peer"}); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("add %s in netns %s: %w", SimPort, name, err)
+	}
+	// lo up: without a local table the kernel takes every next hop for a
+	// broadcast address.
+	for _, l := range []string{"lo", SimPort, SimPort + "-peer"} {
+		if _, err := linkUp(fab, l); err != nil {
+			return nil, err
+		}
+	}
+	// Every NIC address is delivered by a /32 route, as Build's ports do
+	// (and next hops must be reachable).
+	sim, err := fab.nl.LinkByName(SimPort)
+	if err != nil {
+		return nil, fmt.Errorf("find %s in netns %s: %w", SimPort, name, err)
+	}
+	for _, v := range spec.VMs {
+		for _, ip := range v.IPs() {
+			r := &netlink.Route{LinkIndex: sim.Attrs().Index, Dst: ipNet(netip.PrefixFrom(ip, 32)), Scope: netlink.SCOPE_LINK}
+			if err := fab.nl.RouteReplace(r); err != nil {
+				return nil, fmt.Errorf("add route %s/32 dev %s: %w", ip, SimPort, err)
+			}
+		}
+	}
+	if err := syncModelRoutes(fab, spec, f.portOf); err != nil {
+		return nil, err
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(int(fab.fd)))
+	if err != nil {
+		return nil, fmt.Errorf("open nftables in netns %s: %w", name, err)
+	}
+	c.AddTable(ipTable)
+	forward := c.AddChain(&nftables.Chain{Name: "forward", Table: ipTable, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: ptr(nftables.ChainPolicyAccept)})
+	blocks, members, err := addOverlaySets(c, existing{}, spec)
+	if err != nil {
+		return nil, err
+	}
+	overlayRule(c, forward, blocks, members)
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("write nftables in netns %s: %w", name, err)
+	}
+	return f, nil
+}
+
+// TableSizes counts what the fabric namespace holds for the network
+// models: routes in the main table and in the route tables' tables, and
+// the overlay sets' elements.
+func (f *Fabric) TableSizes() (mainRoutes, tableRoutes, setElements int, err error) {
+	fab, err := openNS(f.FabricNetNS())
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer fab.Close()
+	all, err := dump(func() ([]netlink.Route, error) {
+		return fab.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	for _, r := range all {
+		switch {
+		case r.Table == unix.RT_TABLE_MAIN:
+			mainRoutes++
+		case r.Table >= RouteTableBase && r.Table < RouteTableBase+1000:
+			tableRoutes++
+		}
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(int(fab.fd)))
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	for _, name := range []string{setOverlayBlocks, setOverlayMembers} {
+		elems, err := c.GetSetElements(&nftables.Set{Table: ipTable, Name: name, Interval: true, KeyType: nftables.TypeIPAddr})
+		if err != nil {
+			continue // no overlay
+		}
+		for _, e := range elems {
+			if !e.IntervalEnd {
+				setElements++
+			}
+		}
+	}
+	return mainRoutes, tableRoutes, setElements, nil
 }

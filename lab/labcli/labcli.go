@@ -17,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -68,7 +69,7 @@ Nothing outside the lab's namespaces and /var/run/vnetcni-lab/<name> is touched.
 	}
 	c.PersistentFlags().StringVar(&name, "name", vnetlab.DefaultName, "lab name (1-8 lower-case letters and digits)")
 	c.AddCommand(labUpCmd(&name), labDownCmd(&name), labPlanCmd(), labPodsCmd(&name), labCheckCmd(&name),
-		labStatusCmd(&name), labFaultCmd(&name), labServeCmd(&name), labKubeconfigCmd(&name), labK8sCmd(&name))
+		labStatusCmd(&name), labFaultCmd(&name), labServeCmd(&name), labKubeconfigCmd(&name), labK8sCmd(&name), labScaleCmd(&name))
 	return c
 }
 
@@ -136,6 +137,67 @@ max-pods 30. Running up on a half-built lab repairs it.`,
 	c.Flags().StringVar(&mode, "mode", "", "network mode: bridge or transparent (default: the definition's, else bridge; transparent in the overlay and kubenet models)")
 	c.Flags().StringVar(&model, "model", "", modelUsage)
 	c.Flags().StringVar(&binDir, "bin-dir", defaultBinDir(), "directory with azure-vnet, azure-vnet-ipam, portmap and loopback")
+	return c
+}
+
+func labScaleCmd(name *string) *cobra.Command {
+	var model, output string
+	var nodes int
+	c := &cobra.Command{
+		Use:   "scale",
+		Short: "Simulate a large overlay or kubenet cluster: plan and fabric routes without its VMs",
+		Long: `Plan a cluster of --nodes nodes in the --model model and program what the model puts in
+the fabric (overlay: a route per node's pod CIDR and the overlay sets; kubenet: the subnet's route
+table, one route per node through the cloud API, then one node more), with one dummy interface for
+every VM's port; report the time and memory taken. By default: kubenet at 400 nodes and overlay at
+5,000. Uses only the namespace <name>-fab, removed at the end.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			runs := []struct {
+				model string
+				nodes int
+			}{{plan.ModelKubenet, plan.MaxKubenetNodes}, {plan.ModelOverlay, 5000}}
+			if model != "" {
+				n := nodes
+				if n == 0 {
+					n = 5000
+					if model == plan.ModelKubenet {
+						n = plan.MaxKubenetNodes
+					}
+				}
+				runs = runs[:1]
+				runs[0].model, runs[0].nodes = model, n
+			}
+			var results []*vnetlab.ScaleResult
+			for _, r := range runs {
+				res, err := vnetlab.Scale(cmd.Context(), *name, r.model, r.nodes)
+				if err != nil {
+					return err
+				}
+				results = append(results, res)
+			}
+			out := cmd.OutOrStdout()
+			if output == "json" {
+				return writeJSON(out, results)
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "MODEL\tNODES\tPOD CIDR\tPLAN\tPROGRAM\tMAIN ROUTES\tROUTE TABLE ROUTES\tSET INTERVALS\tGO HEAP\tPEAK RSS")
+			for _, r := range results {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%.1f MB\t%.1f MB\n", r.Model, r.Nodes, r.PodCIDR,
+					r.Plan.Round(time.Millisecond), r.Program.Round(time.Millisecond), r.MainRoutes, r.TableRoutes, r.SetElements, r.HeapMB, r.MaxRSSMB)
+			}
+			tw.Flush()
+			for _, r := range results {
+				if r.OneMore != "" {
+					fmt.Fprintf(out, "%s, node %d: %s\n", r.Model, r.Nodes+1, r.OneMore)
+				}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&model, "model", "", "overlay or kubenet (default: both)")
+	c.Flags().IntVar(&nodes, "nodes", 0, "nodes (default: 400 for kubenet, 5000 for overlay)")
+	c.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	return c
 }
 

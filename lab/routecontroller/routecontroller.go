@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/vnetcni/vnetcni/lab/cloud"
@@ -55,6 +56,7 @@ func (c *Controller) Reconcile(ctx context.Context, nodes []Node) error {
 	for _, r := range rt.Properties.Routes {
 		have[r.Name] = r.Properties
 	}
+	nodes = slices.Clone(nodes)
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Name < nodes[j].Name })
 	var ops []*cloud.Operation
 	var errs []error
