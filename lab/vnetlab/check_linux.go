@@ -163,7 +163,7 @@ func Check(ctx context.Context, name string) (*Matrix, error) {
 			// A VM of the VNet outside the cluster: pods reach it as their
 			// node; it does not reach pods.
 			add("pod→VM outside the cluster (source seen)", label(a), o.Name+" "+o.PrimaryIP.String(), v.PrimaryIP.String(),
-				sourceSeen(f.VMNetNS(o.Name), o.PrimaryIP, a.NetNS))
+				probe.SourceSeen(f.VMNetNS(o.Name), netip.AddrPortFrom(o.PrimaryIP, echoPort+1), a.NetNS, probeWait))
 			add("VM outside the cluster→pod", o.Name, fmt.Sprintf("%s %s:%d", label(a), a.IP, echoPort), blocked,
 				blockedOrReached(probe.TCPConnect(f.VMNetNS(o.Name), netip.AddrPortFrom(a.IP, echoPort), blockWait)))
 		}
@@ -190,40 +190,6 @@ func Check(ctx context.Context, name string) (*Matrix, error) {
 		}
 	}
 	return m, nil
-}
-
-// sourceSeen connects from the namespace from to a listener on at in
-// namespace on, and returns the source address the listener saw.
-func sourceSeen(on string, at netip.Addr, from string) string {
-	ln, err := probe.ListenTCP(on, netip.AddrPortFrom(at, echoPort+1))
-	if err != nil {
-		return describe(err)
-	}
-	defer ln.Close()
-	seen := make(chan string, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			seen <- describe(err)
-			return
-		}
-		defer c.Close()
-		ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
-		if err != nil {
-			seen <- err.Error()
-			return
-		}
-		seen <- ap.Addr().Unmap().String()
-	}()
-	if err := probe.TCPConnect(from, netip.AddrPortFrom(at, echoPort+1), probeWait); err != nil {
-		return describe(err)
-	}
-	select {
-	case s := <-seen:
-		return s
-	case <-time.After(probeWait):
-		return "no answer"
-	}
 }
 
 func internetSource(ns string) string {

@@ -368,7 +368,14 @@ func (l *Lab) cluster(k8sBinDir, toolsDir string) *k8slab.Cluster {
 			Name: v.Name, NetNS: netns.Path(f.VMNetNS(v.Name)), IP: v.PrimaryIP, MaxPods: l.Plan.Nodes[i].MaxPods,
 			CNIBinDir: filepath.Join(d, "bin"), CNIConf: filepath.Join(d, "net.d"),
 			StateDir: filepath.Join(d, "state"), LogFile: filepath.Join(d, "azure-vnet.log"),
+			PodCIDR: l.Plan.Nodes[i].PodCIDR,
 		})
+	}
+	if l.Plan.PodCIDRModel() {
+		c.PodSubnet = l.Plan.PodCIDR
+	}
+	if o := l.Plan.Outside; o != nil {
+		c.Outside = &k8slab.VM{Name: o.Name, NetNS: netns.Path(f.VMNetNS(o.Name)), IP: o.PrimaryIP}
 	}
 	return c
 }
