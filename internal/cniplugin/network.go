@@ -124,6 +124,7 @@ func (n *node) rules(pool *store.Pool) datapath.Rules {
 		NonMasquerade:   nm,
 		AllowWireserver: n.conf.AllowWireserver,
 		BlockIMDS:       n.conf.BlockIMDS,
+		Routed:          n.conf.Mode == netconf.ModeBridge && n.conf.PodCIDRModel(),
 	}
 	if pool != nil {
 		r.PrimaryIP = pool.PrimaryIP
@@ -146,7 +147,10 @@ func (n *node) ensureNetwork(st *store.State, pool *store.Pool) (datapath.Rules,
 	var b *datapath.Bridge // bridge mode only
 	if n.conf.Mode == netconf.ModeBridge {
 		b = &datapath.Bridge{Name: n.bridge, Master: n.master.Attrs().Name}
-		if pool.PrimaryIP.IsValid() {
+		if n.conf.PodCIDRModel() {
+			// The pods' router: the first address of the node's pod CIDR.
+			b.PodGateway = netip.PrefixFrom(pool.Gateway, pool.Subnet.Bits())
+		} else if pool.PrimaryIP.IsValid() {
 			b.Primary = netip.PrefixFrom(pool.PrimaryIP, pool.Subnet.Bits())
 			b.Gateway = pool.Gateway
 		}

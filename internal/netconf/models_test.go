@@ -31,7 +31,9 @@ func TestPodCIDRModels(t *testing.T) {
 		{name: "no cluster CIDR", conf: `{"name":"k","ipam":{"type":"azure-vnet-ipam","mode":"kubenet","podCIDR":"10.244.2.0/24"}}`, field: "ipam.clusterCIDR"},
 		{name: "pod CIDR outside", conf: `{"name":"k","ipam":{"type":"azure-vnet-ipam","mode":"kubenet","podCIDR":"10.245.2.0/24","clusterCIDR":"10.244.0.0/16"}}`, field: "ipam.podCIDR"},
 		{name: "pod CIDR too small", conf: `{"name":"k","ipam":{"type":"azure-vnet-ipam","mode":"kubenet","podCIDR":"10.244.2.0/31","clusterCIDR":"10.244.0.0/16"}}`, field: "ipam.podCIDR"},
-		{name: "bridge mode", conf: `{"name":"k","mode":"bridge","ipam":{"type":"azure-vnet-ipam","mode":"v4overlay","podCIDR":"10.244.2.0/24","clusterCIDR":"10.244.0.0/16"}}`, field: "mode"},
+		{name: "bridge mode: the pods' router bridge",
+			conf: `{"name":"k","mode":"bridge","ipam":{"type":"azure-vnet-ipam","mode":"kubenet","podCIDR":"10.244.2.0/24","clusterCIDR":"10.244.0.0/16"}}`,
+			mode: ModeBridge, nonMasquerade: []string{"10.244.0.0/16"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse([]byte(tc.conf))

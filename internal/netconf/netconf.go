@@ -308,9 +308,6 @@ func (c *NetConf) validate() error {
 		return err
 	}
 	if c.PodCIDRModel() {
-		if c.Mode == ModeBridge {
-			return &FieldError{Field: "mode", Value: c.Mode, Problem: "the " + c.IPAM.Mode + " model runs in transparent mode (bridge mode takes over the NIC for VNet addresses)"}
-		}
 		c.NonMasquerade = append(c.NonMasquerade, c.IPAM.ClusterPodCIDR)
 	}
 	return nil

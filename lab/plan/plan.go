@@ -319,9 +319,6 @@ func (d *Definition) Plan(o Options) (*Plan, error) {
 	if p.Mode != "bridge" && p.Mode != "transparent" {
 		bad("mode", "%q: must be bridge or transparent", p.Mode)
 	}
-	if p.PodCIDRModel() && p.Mode != "transparent" {
-		bad("mode", "%q: the %s model runs in transparent mode", p.Mode, p.Model)
-	}
 
 	maxPods := DefaultMaxPods
 	if v, ok := kc.KubeletConfig["--max-pods"]; ok {

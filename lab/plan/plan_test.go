@@ -251,8 +251,8 @@ func TestModels(t *testing.T) {
 			t.Errorf("Plan(%s): outside VM %+v in %s; want 10.0.16.20 in 10.0.16.16/28", model, p.Outside, p.OutsideSubnet)
 		}
 	}
-	if _, err := d.Plan(Options{Model: ModelOverlay, Mode: "bridge"}); err == nil || !strings.Contains(err.Error(), "transparent") {
-		t.Errorf("Plan(overlay, bridge) = %v, want an error asking for transparent mode", err)
+	if p, err := d.Plan(Options{Model: ModelKubenet, Mode: "bridge"}); err != nil || p.Mode != "bridge" {
+		t.Errorf("Plan(kubenet, bridge) = %v, %v; want bridge mode", p, err)
 	}
 	if _, err := d.Plan(Options{Model: "flannel"}); err == nil || !strings.Contains(err.Error(), "model") {
 		t.Errorf("Plan(flannel) = %v, want an error naming the model", err)

@@ -10,14 +10,18 @@ import (
 	"github.com/vnetcni/vnetcni/lab/plan"
 )
 
-// TestModels brings up the overlay and kubenet models (transparent mode,
-// two nodes, two pods each): pods take their node's pod CIDR, and the
+// TestModels brings up the overlay and kubenet models in both modes (two
+// nodes, two pods each): pods take their node's pod CIDR, and the
 // check matrix — pod↔pod across nodes through the fabric's overlay routes
 // or the subnet's route table, SNAT to the node for the VM outside the
 // cluster, which cannot reach pods — passes.
 func TestModels(t *testing.T) {
-	for _, model := range []string{plan.ModelOverlay, plan.ModelKubenet} {
-		t.Run(model, func(t *testing.T) {
+	for _, tc := range []struct{ model, mode string }{
+		{plan.ModelOverlay, "transparent"}, {plan.ModelOverlay, "bridge"},
+		{plan.ModelKubenet, "transparent"}, {plan.ModelKubenet, "bridge"},
+	} {
+		model, mode := tc.model, tc.mode
+		t.Run(model+"/"+mode, func(t *testing.T) {
 			name := testName()
 			t.Cleanup(func() {
 				if err := Down(name); err != nil {
@@ -25,13 +29,13 @@ func TestModels(t *testing.T) {
 				}
 			})
 			ctx := context.Background()
-			l, err := Up(ctx, UpOptions{Name: name, Definition: []byte(twoAgents), Model: model,
+			l, err := Up(ctx, UpOptions{Name: name, Definition: []byte(twoAgents), Model: model, Mode: mode,
 				BinDir: binDir, Executable: filepath.Join(binDir, Binary)})
 			if err != nil {
 				t.Fatalf("up --model %s: %v", model, err)
 			}
-			if l.Mode != "transparent" || len(l.Nodes()) != 2 || l.Plan.Outside == nil {
-				t.Fatalf("up --model %s: %s mode, %d nodes, outside VM %v; want transparent, 2, one", model, l.Mode, len(l.Nodes()), l.Plan.Outside)
+			if l.Mode != mode || len(l.Nodes()) != 2 || l.Plan.Outside == nil {
+				t.Fatalf("up --model %s --mode %s: %s mode, %d nodes, outside VM %v; want %s, 2, one", model, mode, l.Mode, len(l.Nodes()), l.Plan.Outside, mode)
 			}
 			if model == plan.ModelKubenet {
 				if len(l.Spec.RouteTables) != 1 || len(l.Spec.RouteTables[0].Routes) != 2 {

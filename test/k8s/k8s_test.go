@@ -44,13 +44,14 @@ const twoNodes = `{"properties": {
   "agentPoolProfiles": [{"name": "pool", "count": 2}]}}`
 
 // TestCluster runs the cluster in each mode of Azure CNI, and in the
-// overlay and kubenet models (transparent mode, the one they have).
+// overlay model in transparent mode (Azure's form of it) and the kubenet
+// model in bridge mode (upstream kubenet's cbr0 form).
 func TestCluster(t *testing.T) {
 	for _, tc := range []struct{ name, mode, model string }{
 		{"bridge", "bridge", ""},
 		{"transparent", "transparent", ""},
 		{"overlay", "transparent", "overlay"},
-		{"kubenet", "transparent", "kubenet"},
+		{"kubenet", "bridge", "kubenet"},
 	} {
 		t.Run(tc.name, func(t *testing.T) { testCluster(t, tc.mode, tc.model) })
 	}
