@@ -18,13 +18,13 @@ import (
 // Rules is the static nftables configuration of one network. Pods only add
 // elements to its sets and maps.
 type Rules struct {
-	Network       string
-	Mode          string
-	Master        string // the NIC, e.g. eth0
-	Bridge        string // bridge mode only
+	Network string
+	Mode    string
+	Master  string // the NIC, e.g. eth0
+	Bridge  string // bridge mode only
 	// Routed is bridge mode's pod-CIDR form: the bridge is the pods'
 	// router and does not enslave the NIC (Bridge.PodGateway).
-	Routed bool
+	Routed        bool
 	NICMAC        net.HardwareAddr
 	PrimaryIP     netip.Addr
 	SNAT          bool
