@@ -135,6 +135,20 @@ func (c *Cluster) Check(ctx context.Context, pool func(node string) []netip.Addr
 				return apiReady(a.NetNS, c.pki().CACert(), "https://"+KubernetesServiceIP.String()+"/readyz")
 			}))
 	}
+	for i, a := range echo {
+		// Azure CNI: VNet traffic keeps the pod's address; the pod-CIDR
+		// models translate everything leaving the pod CIDR to the node.
+		own, other := c.node(a.Node), c.node(echo[(i+1)%len(echo)].Node)
+		if own == nil || other == nil || own == other {
+			continue
+		}
+		want := a.IP.String()
+		if own.PodCIDR.IsValid() {
+			want = own.IP.String()
+		}
+		add("pod→VM (other node, source seen)", label(a), other.Name+" "+other.IP.String(), want,
+			probe.SourceSeen(other.NetNS, netip.AddrPortFrom(other.IP, checkSourcePort), a.NetNS, probeWait))
+	}
 	if o := c.Outside; o != nil {
 		for _, a := range echo {
 			n := c.node(a.Node)

@@ -158,6 +158,14 @@ func Check(ctx context.Context, name string) (*Matrix, error) {
 			add("VM→pod (other VM)", w.Name, label(a)+" "+a.IP.String(), reachable,
 				reach(probe.TCPConnect(f.VMNetNS(w.Name), netip.AddrPortFrom(a.IP, echoPort), probeWait)))
 			add("pod→VM (other VM)", label(a), w.Name+" "+w.PrimaryIP.String(), reachable, reach(probe.Ping(a.NetNS, w.PrimaryIP, probeWait)))
+			// Azure CNI: VNet traffic keeps the pod's address; the pod-CIDR
+			// models translate everything leaving the pod CIDR to the node.
+			src := a.IP.String()
+			if l.Plan.PodCIDRModel() {
+				src = v.PrimaryIP.String()
+			}
+			add("pod→VM (other VM, source seen)", label(a), w.Name+" "+w.PrimaryIP.String(), src,
+				probe.SourceSeen(f.VMNetNS(w.Name), netip.AddrPortFrom(w.PrimaryIP, echoPort+1), a.NetNS, probeWait))
 		}
 		if o := l.Plan.Outside; o != nil {
 			// A VM of the VNet outside the cluster: pods reach it as their
