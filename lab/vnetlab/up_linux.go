@@ -320,8 +320,9 @@ func (l *Lab) daemonPID() (int, bool) {
 		return 0, false
 	}
 	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-	want := []string{"lab", "serve", "--name", l.Name}
-	if len(args) < len(want)+1 || !reflect.DeepEqual(args[len(args)-len(want):], want) {
+	// The daemon is "vnetctl-lab serve --name NAME" (startDaemon).
+	want := []string{"serve", "--name", l.Name}
+	if len(args) < len(want)+1 || !reflect.DeepEqual(args[len(args)-len(want):], want) || !isLabProcess(args, l.Name) {
 		return 0, false
 	}
 	return pid, true
