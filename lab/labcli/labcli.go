@@ -445,7 +445,11 @@ func labStatusCmd(name *string) *cobra.Command {
 			if s.DaemonPID > 0 {
 				daemon = fmt.Sprintf("pid %d", s.DaemonPID)
 			}
-			fmt.Fprintf(out, "lab %s: %s mode, VNet %s, subnet %s, up %s, services daemon %s\n", s.Name, s.Mode, s.VNet, s.Subnet, s.Up, daemon)
+			model := s.Model
+			if model == "" {
+				model = plan.ModelAzureCNI
+			}
+			fmt.Fprintf(out, "lab %s: %s, %s mode, VNet %s, subnet %s, up %s, services daemon %s\n", s.Name, model, s.Mode, s.VNet, s.Subnet, s.Up, daemon)
 			if k := s.Kubernetes; k != nil {
 				fmt.Fprintf(out, "Kubernetes %s: API server %s (subnet %s); KUBECONFIG=%s\n", k.Version, k.APIServer, k.APISubnet, k.Kubeconfig)
 			}
