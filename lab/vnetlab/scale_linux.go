@@ -103,7 +103,7 @@ func Scale(ctx context.Context, name, model string, nodes int) (*ScaleResult, er
 
 	spec := fabricSpec(name, p)
 	for i := range spec.VMs {
-		spec.VMs[i].PublicIP = netipZero // the public range holds 253
+		spec.VMs[i].PublicIP = netip.Addr{} // the public range holds 253
 	}
 	_ = fabric.Destroy(spec) // a run interrupted earlier
 	defer fabric.Destroy(spec)
@@ -148,8 +148,6 @@ func Scale(ctx context.Context, name, model string, nodes int) (*ScaleResult, er
 	}
 	return res, nil
 }
-
-var netipZero netip.Addr
 
 // netipPrefixAfter is the prefix of the same length right after p.
 func netipPrefixAfter(p netip.Prefix) netip.Prefix {
