@@ -164,6 +164,28 @@ func (c *Cloud) Close() {
 	}
 }
 
+// Adopt records route tables the fabric already has (a lab being repaired)
+// as existing resources, without writing anything.
+func (c *Cloud) Adopt(tables []fabric.RouteTable) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ft := range tables {
+		rt := &RouteTable{ID: c.RouteTableID(ft.Name), Name: ft.Name, Type: "Microsoft.Network/routeTables",
+			Properties: RouteTableProperties{ProvisioningState: StateSucceeded}}
+		for id, p := range c.subnets {
+			if slices.Contains(ft.Subnets, p) {
+				rt.Properties.Subnets = append(rt.Properties.Subnets, SubResource{ID: id})
+			}
+		}
+		for _, r := range ft.Routes {
+			rt.Properties.Routes = append(rt.Properties.Routes, Route{ID: rt.ID + "/routes/" + r.Name, Name: r.Name, Properties: RouteProperties{
+				AddressPrefix: r.AddressPrefix.String(), NextHopType: NextHopVirtualAppliance, NextHopIPAddress: r.NextHop.String(),
+				ProvisioningState: StateSucceeded}})
+		}
+		c.tables[ft.Name] = rt
+	}
+}
+
 // SubnetID is the resource ID of a subnet.
 func (c *Cloud) SubnetID(vnet, subnet string) string {
 	return c.prefix + "/virtualNetworks/" + vnet + "/subnets/" + subnet

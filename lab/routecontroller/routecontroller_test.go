@@ -69,6 +69,18 @@ func TestReconcile(t *testing.T) {
 	if got := len(ff.tables["kubenet"].Routes); got != 2 {
 		t.Errorf("after a node left the fabric has %d routes, want 2", got)
 	}
+	// A new cloud over the same fabric adopts its table: nothing to write.
+	c2 := cloud.New(ff, "rg", "vnet", []cloud.Subnet{{Name: "cluster", Prefix: subnet}})
+	defer c2.Close()
+	c2.Adopt([]fabric.RouteTable{ff.tables["kubenet"]})
+	ff.tables["kubenet"] = fabric.RouteTable{Name: "kubenet"} // would show a write
+	rc2 := &Controller{Cloud: c2, Table: "kubenet", Subnet: c2.SubnetID("vnet", "cluster")}
+	if err := rc2.Reconcile(ctx, nodes(2)); err != nil {
+		t.Fatalf("Reconcile after Adopt: %v", err)
+	}
+	if got := len(ff.tables["kubenet"].Routes); got != 0 {
+		t.Errorf("Reconcile after Adopt wrote %d routes, want no write", got)
+	}
 	// 400 nodes fit, the 401st does not.
 	err = rc.Reconcile(ctx, nodes(fabric.MaxRoutesPerTable+1))
 	if err == nil || !cloud.IsTooManyRoutes(err) || !strings.Contains(err.Error(), "node-0400") {

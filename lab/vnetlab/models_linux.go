@@ -61,6 +61,7 @@ func (l *Lab) modelConflist(vm string) ([]byte, error) {
 func (l *Lab) routeNodes(ctx context.Context, f *fabric.Fabric) error {
 	c := cloud.New(f, l.Name, vnetName, []cloud.Subnet{{Name: clusterSubnetName, Prefix: l.Plan.Subnet}})
 	defer c.Close()
+	c.Adopt(f.Spec().RouteTables) // a lab being repaired keeps its routes meanwhile
 	rc := &routecontroller.Controller{Cloud: c, Table: kubenetRouteTable, Subnet: c.SubnetID(vnetName, clusterSubnetName)}
 	var nodes []routecontroller.Node
 	for _, n := range l.Plan.Nodes {
