@@ -405,9 +405,10 @@ func (i *IPAM) PodCIDRModel() bool {
 }
 
 // minPodCIDRBits and maxPodCIDRBits bound a node's pod CIDR: room for a
-// gateway and a pod at least, and no more than 65,534 pods on one node.
+// gateway and a pod at least, and no more addresses than a static pool may
+// list (the state file records the pool's addresses).
 const (
-	minPodCIDRBits = 16
+	minPodCIDRBits = 20
 	maxPodCIDRBits = 30
 )
 
