@@ -114,7 +114,11 @@ func (n *node) manager() *ipam.Manager {
 // rules is the network's static rule configuration for a pool.
 func (n *node) rules(pool *store.Pool) datapath.Rules {
 	nm := append([]netip.Prefix(nil), n.conf.NonMasquerade...)
-	nm = append(nm, netip.PrefixFrom(netconf.WireserverIP, 32))
+	if !n.conf.PodCIDRModel() {
+		// Pod addresses are VNet addresses the wireserver answers; a pod
+		// CIDR's are not, and reach it as the node.
+		nm = append(nm, netip.PrefixFrom(netconf.WireserverIP, 32))
+	}
 	if pool != nil && pool.Subnet.IsValid() {
 		nm = append(nm, pool.Subnet)
 	}
@@ -128,6 +132,7 @@ func (n *node) rules(pool *store.Pool) datapath.Rules {
 		NonMasquerade:   nm,
 		AllowWireserver: n.conf.AllowWireserver,
 		BlockIMDS:       n.conf.BlockIMDS,
+		Routed:          n.conf.Mode == netconf.ModeBridge && n.conf.PodCIDRModel(),
 	}
 	if pool != nil {
 		r.PrimaryIP = pool.PrimaryIP
@@ -151,7 +156,10 @@ func (n *node) ensureNetwork(st *store.State, pool *store.Pool) (datapath.Rules,
 	var b *datapath.Bridge // bridge mode only
 	if n.conf.Mode == netconf.ModeBridge {
 		b = &datapath.Bridge{Name: n.bridge, Master: n.master.Attrs().Name}
-		if pool.PrimaryIP.IsValid() {
+		if n.conf.PodCIDRModel() {
+			// The pods' router: the first address of the node's pod CIDR.
+			b.PodGateway = netip.PrefixFrom(pool.Gateway, pool.Subnet.Bits())
+		} else if pool.PrimaryIP.IsValid() {
 			b.Primary = netip.PrefixFrom(pool.PrimaryIP, pool.Subnet.Bits())
 			b.Gateway = pool.Gateway
 		}

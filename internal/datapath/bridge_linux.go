@@ -26,6 +26,13 @@ type Bridge struct {
 	// an address.
 	Primary netip.Prefix
 	Gateway netip.Addr
+	// PodGateway, when set, makes the bridge the pods' router instead of
+	// the NIC's stand-in (the overlay and kubenet models, whose pod CIDR
+	// the fabric routes to the node: kubenet's cbr0). It holds this
+	// gateway address of the node's pod CIDR, enslaves nothing but pods,
+	// and the node routes between it and the NIC, which keeps its
+	// configuration. Master and Primary are not used.
+	PodGateway netip.Prefix
 }
 
 // BridgeName derives a bridge name from the master's interface index when
@@ -39,6 +46,18 @@ func BridgeName(master netlink.Link) string {
 func (b Bridge) Ready(h *netlink.Handle) bool {
 	br, err := h.LinkByName(b.Name)
 	if err != nil || br.Type() != "bridge" || br.Attrs().Flags&net.FlagUp == 0 {
+		return false
+	}
+	if b.PodGateway.IsValid() {
+		addrs, err := h.AddrList(br, netlink.FAMILY_V4)
+		if err != nil {
+			return false
+		}
+		for _, a := range addrs {
+			if p, ok := prefixOf(a.IPNet); ok && p == b.PodGateway {
+				return true
+			}
+		}
 		return false
 	}
 	m, err := h.LinkByName(b.Master)
@@ -65,6 +84,9 @@ func (b Bridge) Ready(h *netlink.Handle) bool {
 // Equivalent to: ip link add azure0 type bridge; ip link set eth0 master
 // azure0; ip addr del/add ...; ip route replace ... dev azure0.
 func (b Bridge) Ensure(h *netlink.Handle, saved *store.LinkConfig, persist func(*store.LinkConfig) error) (err error) {
+	if b.PodGateway.IsValid() {
+		return b.ensurePodGateway(h)
+	}
 	master, err := h.LinkByName(b.Master)
 	if err != nil {
 		return fmt.Errorf("find master interface %s: %w", b.Master, err)
@@ -202,6 +224,39 @@ func (b Bridge) Ensure(h *netlink.Handle, saved *store.LinkConfig, persist func(
 func (b Bridge) hairpin(h *netlink.Handle, master netlink.Link) error {
 	if err := h.LinkSetHairpin(master, true); err != nil {
 		return fmt.Errorf("set hairpin on %s: %w", b.Master, err)
+	}
+	return nil
+}
+
+// ensurePodGateway makes the pods' router bridge: a fixed MAC (a bridge
+// otherwise takes its lowest port's, and pods would cache a gateway MAC
+// that changes), the gateway address, up.
+// Equivalent to: ip link add cbr0 address MAC type bridge; ip addr replace
+// 10.244.1.1/24 dev cbr0; ip link set cbr0 up.
+func (b Bridge) ensurePodGateway(h *netlink.Handle) error {
+	br, err := h.LinkByName(b.Name)
+	switch {
+	case err == nil && br.Type() != "bridge":
+		return fmt.Errorf("interface %s exists and is a %s, not a bridge", b.Name, br.Type())
+	case err == nil:
+	case isLinkNotFound(err):
+		la := netlink.NewLinkAttrs()
+		la.Name = b.Name
+		la.HardwareAddr = RandomMAC()
+		if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("create bridge %s: %w", b.Name, err)
+		}
+		if br, err = h.LinkByName(b.Name); err != nil {
+			return fmt.Errorf("create bridge %s: %w", b.Name, err)
+		}
+	default:
+		return fmt.Errorf("find bridge %s: %w", b.Name, err)
+	}
+	if err := h.AddrReplace(br, toAddr(b.PodGateway)); err != nil {
+		return fmt.Errorf("add %s to bridge %s: %w", b.PodGateway, b.Name, err)
+	}
+	if err := h.LinkSetUp(br); err != nil {
+		return fmt.Errorf("bring up bridge %s: %w", b.Name, err)
 	}
 	return nil
 }

@@ -170,3 +170,32 @@ func TestBridgeNameFromIndex(t *testing.T) {
 		t.Errorf("BridgeName = %s, want %s", got, want)
 	}
 }
+
+// In the pod-CIDR models the bridge is the pods' router: it holds the pod
+// CIDR's gateway, keeps its MAC, and leaves the NIC alone.
+func TestPodGatewayBridge(t *testing.T) {
+	_, h := nicNS(t)
+	b := Bridge{Name: "cbr0", Master: "eth0", PodGateway: netip.MustParsePrefix("10.244.1.1/24")}
+	if b.Ready(h) {
+		t.Fatal("Ready before Ensure")
+	}
+	before := configOf(t, h, "eth0")
+	for i := 0; i < 2; i++ { // idempotent
+		if err := b.Ensure(h, nil, nil); err != nil {
+			t.Fatalf("Ensure #%d: %v", i+1, err)
+		}
+	}
+	if !b.Ready(h) {
+		t.Error("not Ready after Ensure")
+	}
+	if got := configOf(t, h, "cbr0"); len(got.Addrs) != 1 || got.Addrs[0] != b.PodGateway {
+		t.Errorf("cbr0 has %v, want %s", got.Addrs, b.PodGateway)
+	}
+	if after := configOf(t, h, "eth0"); len(after.Addrs) != len(before.Addrs) || after.Addrs[0] != before.Addrs[0] {
+		t.Errorf("eth0 changed: %v, was %v", after.Addrs, before.Addrs)
+	}
+	eth0, _ := h.LinkByName("eth0")
+	if eth0.Attrs().MasterIndex != 0 {
+		t.Error("eth0 was enslaved")
+	}
+}

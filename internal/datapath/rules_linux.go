@@ -18,11 +18,14 @@ import (
 // Rules is the static nftables configuration of one network. Pods only add
 // elements to its sets and maps.
 type Rules struct {
-	Network       string
-	Mode          string
-	Master        string       // the NIC, e.g. eth0
-	Bridge        string       // bridge mode only
-	Subnet        netip.Prefix // the pool's subnet
+	Network string
+	Mode    string
+	Master  string       // the NIC, e.g. eth0
+	Bridge  string       // bridge mode only
+	Subnet  netip.Prefix // the pool's subnet
+	// Routed is bridge mode's pod-CIDR form: the bridge is the pods'
+	// router and does not enslave the NIC (Bridge.PodGateway).
+	Routed        bool
 	NICMAC        net.HardwareAddr
 	PrimaryIP     netip.Addr
 	SNAT          bool
@@ -52,13 +55,17 @@ func (r Rules) Fingerprint() string {
 	for _, p := range nm {
 		s = append(s, p.String())
 	}
-	return fmt.Sprintf("v4 %s %s %s %s %s snat=%t wireserver=%t imds-blocked=%t %s", r.Mode, r.Master, r.Bridge, r.NICMAC, r.PrimaryIP,
+	fp := fmt.Sprintf("v4 %s %s %s %s %s snat=%t wireserver=%t imds-blocked=%t %s", r.Mode, r.Master, r.Bridge, r.NICMAC, r.PrimaryIP,
 		r.SNAT, r.AllowWireserver, r.BlockIMDS, strings.Join(s, ","))
+	if r.Routed {
+		fp += " routed"
+	}
+	return fp
 }
 
 // egress is the interface pod traffic leaves the node's IP stack through.
 func (r Rules) egress() string {
-	if r.Mode == ModeBridge {
+	if r.Mode == ModeBridge && !r.Routed {
 		return r.Bridge
 	}
 	return r.Master
@@ -263,6 +270,10 @@ func (r Rules) programBridge(c *builder, t *tables) error {
 	fromPod := nft.IIFName(HostIfPrefix+"*", true)
 	toNIC := nft.OIFName(r.Master, true)
 
+	if r.Routed {
+		// The NIC is not on the bridge: only the pods' own guards apply.
+		return r.podBridgeGuards(c, t, pre, fromPod)
+	}
 	// The fabric delivers every NIC address with the NIC's MAC: hand frames
 	// for a pod to that pod.
 	c.AddRule(nft.Rule(pre, fromNIC, nft.MAC(nft.EtherDaddr, r.NICMAC, true), nft.EtherType(nft.EtherTypeIPv4),
@@ -272,17 +283,8 @@ func (r Rules) programBridge(c *builder, t *tables) error {
 		nft.ARPOp(nft.ARPReply), nft.SetMACFromMap(nft.ARPTargetMAC, nft.ARPTargetIP, t.pods)))
 	c.AddRule(nft.Rule(pre, fromNIC, nft.MAC(nft.EtherDaddr, r.NICMAC, true), nft.EtherType(nft.EtherTypeARP),
 		nft.ARPOp(nft.ARPReply), nft.SetMACFromMap(nft.EtherDaddr, nft.ARPTargetIP, t.pods)))
-	// A pod may only send from its own MAC and address, in Ethernet and
-	// ARP headers alike.
-	c.AddRule(nft.Rule(pre, fromPod, nft.InConcat(t.podMACs, false, nft.KeyIIFName, nft.KeyEtherSaddr), nft.Counter(), nft.Drop()))
-	c.AddRule(nft.Rule(pre, fromPod, nft.EtherType(nft.EtherTypeIPv4),
-		nft.InConcat(t.brPodIPs, false, nft.KeyIIFName, nft.KeyIPSaddr), nft.Counter(), nft.Drop()))
-	c.AddRule(nft.Rule(pre, fromPod, nft.EtherType(nft.EtherTypeARP),
-		nft.InConcat(t.podMACs, false, nft.KeyIIFName, nft.KeyARPSenderMAC), nft.Counter(), nft.Drop()))
-	c.AddRule(nft.Rule(pre, fromPod, nft.EtherType(nft.EtherTypeARP),
-		nft.InConcat(t.brPodIPs, false, nft.KeyIIFName, nft.KeyARPSenderIP), nft.Counter(), nft.Drop()))
-	if err := r.podGuards(c, pre, t.brWireserver, fromPod, true); err != nil {
-		return fmt.Errorf("program %s: %w", TableName(r.Network), err)
+	if err := r.podBridgeGuards(c, t, pre, fromPod); err != nil {
+		return err
 	}
 	// Everything a pod sends off the node goes through the node's IP
 	// stack, as if the bridge were a router: masquerading, kube-proxy and
@@ -313,6 +315,22 @@ func (r Rules) programBridge(c *builder, t *tables) error {
 	c.AddRule(nft.Rule(post, toNIC, nft.MAC(nft.EtherSaddr, r.NICMAC, false), nft.SetMAC(nft.EtherSaddr, r.NICMAC)))
 	c.AddRule(nft.Rule(post, toNIC, nft.EtherType(nft.EtherTypeARP), nft.MAC(nft.ARPSenderMAC, r.NICMAC, false),
 		nft.SetMAC(nft.ARPSenderMAC, r.NICMAC)))
+	return nil
+}
+
+// podBridgeGuards: a pod may only send from its own MAC and address, in
+// Ethernet and ARP headers alike, and reach only the wireserver's DNS.
+func (r Rules) podBridgeGuards(c *builder, t *tables, pre *nftables.Chain, fromPod []expr.Any) error {
+	c.AddRule(nft.Rule(pre, fromPod, nft.InConcat(t.podMACs, false, nft.KeyIIFName, nft.KeyEtherSaddr), nft.Counter(), nft.Drop()))
+	c.AddRule(nft.Rule(pre, fromPod, nft.EtherType(nft.EtherTypeIPv4),
+		nft.InConcat(t.brPodIPs, false, nft.KeyIIFName, nft.KeyIPSaddr), nft.Counter(), nft.Drop()))
+	c.AddRule(nft.Rule(pre, fromPod, nft.EtherType(nft.EtherTypeARP),
+		nft.InConcat(t.podMACs, false, nft.KeyIIFName, nft.KeyARPSenderMAC), nft.Counter(), nft.Drop()))
+	c.AddRule(nft.Rule(pre, fromPod, nft.EtherType(nft.EtherTypeARP),
+		nft.InConcat(t.brPodIPs, false, nft.KeyIIFName, nft.KeyARPSenderIP), nft.Counter(), nft.Drop()))
+	if err := r.podGuards(c, pre, t.brWireserver, fromPod, true); err != nil {
+		return fmt.Errorf("program %s: %w", TableName(r.Network), err)
+	}
 	return nil
 }
 

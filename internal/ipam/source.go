@@ -137,9 +137,31 @@ func (s staticSource) Interfaces(context.Context) ([]nic.Interface, error) {
 
 func (s staticSource) String() string { return "static config" }
 
+// podCIDRSource serves the node's pod CIDR (overlay, kubenet) as the pool:
+// every host address but the first, which is the pods' gateway, and the
+// last (broadcast).
+type podCIDRSource struct {
+	cidr netip.Prefix
+	mac  net.HardwareAddr
+}
+
+func (s podCIDRSource) Interfaces(context.Context) ([]nic.Interface, error) {
+	sub := nic.Subnet{Prefix: s.cidr}
+	gw := Gateway(s.cidr)
+	for a := gw.Next(); s.cidr.Contains(a) && a.Next().IsValid() && s.cidr.Contains(a.Next()); a = a.Next() {
+		sub.Addresses = append(sub.Addresses, nic.Address{IP: a})
+	}
+	return []nic.Interface{{MAC: s.mac, IsPrimary: true, Subnets: []nic.Subnet{sub}}}, nil
+}
+
+func (s podCIDRSource) String() string { return "pod CIDR " + s.cidr.String() }
+
 // NewSource builds the source a config names. mac is the master NIC's
 // address (used by the static source, which has no NIC of its own).
 func NewSource(c *netconf.IPAM, mac net.HardwareAddr) Source {
+	if c.PodCIDRModel() {
+		return podCIDRSource{cidr: c.NodePodCIDR, mac: mac}
+	}
 	switch c.Environment {
 	case netconf.EnvIMDS:
 		return imdsSource{imds.Client{BaseURL: c.IMDSURL, HTTP: httpClient(c.SourceTimeout)}}

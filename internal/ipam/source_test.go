@@ -170,6 +170,12 @@ func TestNewSource(t *testing.T) {
 			}}}}}},
 		{name: "static without primary", conf: `{"name":"a","ipam":{"type":"azure-vnet-ipam","environment":"static","subnet":"10.0.0.0/24","addresses":["10.0.0.5"]}}`, wantName: "static config",
 			want: []nic.Interface{{MAC: mac, IsPrimary: true, Subnets: []nic.Subnet{{Prefix: netip.MustParsePrefix("10.0.0.0/24"), Addresses: []nic.Address{{IP: netip.MustParseAddr("10.0.0.5")}}}}}}},
+		{name: "pod CIDR (overlay, kubenet): all but network, gateway and broadcast", conf: `{"name":"a","ipam":{"type":"azure-vnet-ipam","mode":"v4overlay","podCIDR":"10.244.1.0/29","clusterCIDR":"10.244.0.0/16"}}`,
+			wantName: "pod CIDR 10.244.1.0/29",
+			want: []nic.Interface{{MAC: mac, IsPrimary: true, Subnets: []nic.Subnet{{Prefix: netip.MustParsePrefix("10.244.1.0/29"), Addresses: []nic.Address{
+				{IP: netip.MustParseAddr("10.244.1.2")}, {IP: netip.MustParseAddr("10.244.1.3")}, {IP: netip.MustParseAddr("10.244.1.4")},
+				{IP: netip.MustParseAddr("10.244.1.5")}, {IP: netip.MustParseAddr("10.244.1.6")},
+			}}}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -22,6 +22,24 @@ const (
 	ModeTransparent = "transparent"
 )
 
+// IPAM modes: where pod addresses come from, and so the network model
+// (seed 002). The default is Azure CNI's: the NIC's secondary IP
+// configurations, addresses of the VNet.
+const (
+	// IPAMModeVNet is the default (""): pods take VNet addresses from the
+	// NIC's pool.
+	IPAMModeVNet = ""
+	// IPAMModeOverlay is Azure CNI Overlay (Azure's own name for it):
+	// pods take addresses from the node's block (ipam.podCIDR) of a
+	// private cluster CIDR (ipam.clusterCIDR) the VNet routes to nodes.
+	IPAMModeOverlay = "v4overlay"
+	// IPAMModeKubenet is kubenet: pods take addresses from the node's pod
+	// CIDR; the subnet's route table carries them between nodes. Azure's
+	// CNI has no name for it (AKS runs the upstream bridge and host-local
+	// plugins); this is ours.
+	IPAMModeKubenet = "kubenet"
+)
+
 // IPAM environments.
 const (
 	EnvAzure  = "azure"
@@ -122,12 +140,25 @@ type NetConf struct {
 	Nameservers   []netip.Addr   `json:"-"`
 }
 
+// PodCIDRModel reports whether pods take addresses from a per-node pod
+// CIDR (overlay, kubenet) rather than from the VNet.
+func (c *NetConf) PodCIDRModel() bool { return c.IPAM.PodCIDRModel() }
+
 // SNAT reports whether pod egress to non-VNet destinations is masqueraded.
 func (c *NetConf) SNAT() bool { return c.EnableSNAT == nil || *c.EnableSNAT }
 
 // IPAM is the ipam section.
 type IPAM struct {
-	Type            string   `json:"type"`
+	Type string `json:"type"`
+	// Mode chooses the network model: "" (Azure CNI), "v4overlay" or
+	// "kubenet".
+	Mode string `json:"mode,omitempty"`
+	// PodCIDR is the node's block of the cluster's pod CIDR (Kubernetes:
+	// the node's spec.podCIDRs), ClusterCIDR the whole pod CIDR of the
+	// cluster (kube-controller-manager's --cluster-cidr). Both required in
+	// the v4overlay and kubenet modes.
+	PodCIDR         string   `json:"podCIDR,omitempty"`
+	ClusterCIDR     string   `json:"clusterCIDR,omitempty"`
 	Environment     string   `json:"environment,omitempty"`
 	WireserverURL   string   `json:"wireserverURL,omitempty"`
 	IMDSURL         string   `json:"imdsURL,omitempty"`
@@ -139,11 +170,13 @@ type IPAM struct {
 	Timeout         string   `json:"timeout,omitempty"`
 
 	// Canonical values.
-	Refresh       time.Duration `json:"-"`
-	SourceTimeout time.Duration `json:"-"`
-	StaticSubnet  netip.Prefix  `json:"-"`
-	StaticPrimary netip.Addr    `json:"-"`
-	StaticAddrs   []netip.Addr  `json:"-"`
+	NodePodCIDR    netip.Prefix  `json:"-"`
+	ClusterPodCIDR netip.Prefix  `json:"-"`
+	Refresh        time.Duration `json:"-"`
+	SourceTimeout  time.Duration `json:"-"`
+	StaticSubnet   netip.Prefix  `json:"-"`
+	StaticPrimary  netip.Addr    `json:"-"`
+	StaticAddrs    []netip.Addr  `json:"-"`
 }
 
 // Parse decodes, defaults and validates azure-vnet's configuration.
@@ -215,6 +248,9 @@ func (c *NetConf) validate() error {
 	switch c.Mode {
 	case "":
 		c.Mode = ModeBridge
+		if c.IPAM.PodCIDRModel() {
+			c.Mode = ModeTransparent
+		}
 	case ModeBridge, ModeTransparent:
 	default:
 		return &FieldError{Field: "mode", Value: c.Mode, Problem: `must be "bridge" or "transparent"`}
@@ -235,7 +271,10 @@ func (c *NetConf) validate() error {
 	if len(c.NonMasqueradeCIDRs) > maxCIDRs {
 		return &FieldError{Field: "nonMasqueradeCIDRs", Problem: fmt.Sprintf("at most %d entries", maxCIDRs)}
 	}
-	if c.NonMasqueradeCIDRs == nil {
+	// In the pod-CIDR models everything leaving the cluster's pod CIDR
+	// is translated (the VNet included: it cannot route pod addresses
+	// back); the cluster CIDR is added in canonicalPodCIDR.
+	if c.NonMasqueradeCIDRs == nil && !c.IPAM.PodCIDRModel() {
 		c.NonMasquerade = append([]netip.Prefix(nil), DefaultNonMasquerade...)
 	}
 	for i, s := range c.NonMasqueradeCIDRs {
@@ -265,12 +304,25 @@ func (c *NetConf) validate() error {
 	if c.IPAM.Type != IPAMType {
 		return &FieldError{Field: "ipam.type", Value: c.IPAM.Type, Problem: "azure-vnet works only with " + IPAMType}
 	}
-	return c.IPAM.validate()
+	if err := c.IPAM.validate(); err != nil {
+		return err
+	}
+	if c.PodCIDRModel() {
+		c.NonMasquerade = append(c.NonMasquerade, c.IPAM.ClusterPodCIDR)
+	}
+	return nil
 }
 
 func (i *IPAM) validate() error {
 	if i.Type == "" {
 		return &FieldError{Field: "ipam.type", Problem: "required (" + IPAMType + ")"}
+	}
+	switch i.Mode {
+	case IPAMModeVNet:
+	case IPAMModeOverlay, IPAMModeKubenet:
+		return i.validatePodCIDR()
+	default:
+		return &FieldError{Field: "ipam.mode", Value: i.Mode, Problem: `must be "" (Azure CNI), "v4overlay" or "kubenet"`}
 	}
 	switch i.Environment {
 	case "":
@@ -343,6 +395,48 @@ func (i *IPAM) validate() error {
 		seen[a] = true
 		i.StaticAddrs = append(i.StaticAddrs, a)
 	}
+	return nil
+}
+
+// PodCIDRModel reports whether the mode takes pod addresses from a per-node
+// pod CIDR.
+func (i *IPAM) PodCIDRModel() bool {
+	return i.Mode == IPAMModeOverlay || i.Mode == IPAMModeKubenet
+}
+
+// minPodCIDRBits and maxPodCIDRBits bound a node's pod CIDR: room for a
+// gateway and a pod at least, and no more addresses than a static pool may
+// list (the state file records the pool's addresses).
+const (
+	minPodCIDRBits = 20
+	maxPodCIDRBits = 30
+)
+
+func (i *IPAM) validatePodCIDR() error {
+	var err error
+	if i.PodCIDR == "" {
+		return &FieldError{Field: "ipam.podCIDR", Problem: "required with mode " + i.Mode + " (the node's pod CIDR, e.g. 10.244.1.0/24)"}
+	}
+	if i.NodePodCIDR, err = parseV4Prefix(i.PodCIDR); err != nil {
+		return &FieldError{Field: "ipam.podCIDR", Value: i.PodCIDR, Problem: err.Error()}
+	}
+	if b := i.NodePodCIDR.Bits(); b < minPodCIDRBits || b > maxPodCIDRBits {
+		return &FieldError{Field: "ipam.podCIDR", Value: i.PodCIDR, Problem: fmt.Sprintf("must be between /%d and /%d", minPodCIDRBits, maxPodCIDRBits)}
+	}
+	if i.ClusterCIDR == "" {
+		return &FieldError{Field: "ipam.clusterCIDR", Problem: "required with mode " + i.Mode + " (the cluster's pod CIDR, e.g. 10.244.0.0/16)"}
+	}
+	if i.ClusterPodCIDR, err = parseV4Prefix(i.ClusterCIDR); err != nil {
+		return &FieldError{Field: "ipam.clusterCIDR", Value: i.ClusterCIDR, Problem: err.Error()}
+	}
+	if i.ClusterPodCIDR.Bits() > i.NodePodCIDR.Bits() || !i.ClusterPodCIDR.Contains(i.NodePodCIDR.Addr()) {
+		return &FieldError{Field: "ipam.podCIDR", Value: i.PodCIDR, Problem: "not inside ipam.clusterCIDR " + i.ClusterPodCIDR.String()}
+	}
+	if i.Environment != "" && i.Environment != EnvStatic {
+		// Accepted but meaningless: the pool is the pod CIDR.
+		i.Environment = ""
+	}
+	i.Refresh, i.SourceTimeout = DefaultRefreshInterval, DefaultSourceTimeout
 	return nil
 }
 

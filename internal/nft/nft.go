@@ -375,13 +375,26 @@ func PortKey(p uint16) []byte { return be16(p) }
 
 // IPIn matches an IPv4 field against a prefix.
 // Equivalent to: ip daddr 10.0.16.0/28.
-func IPIn(f Field, p netip.Prefix) []expr.Any {
+func IPIn(f Field, p netip.Prefix) []expr.Any { return IPInPrefix(f, p, true) }
+
+// IPInPrefix matches an IPv4 field inside (in) or outside a prefix.
+// Equivalent to: ip saddr [!=] 10.244.1.0/24.
+func IPInPrefix(f Field, p netip.Prefix, in bool) []expr.Any {
 	mask := net.CIDRMask(p.Bits(), 32)
 	b := p.Masked().Addr().As4()
 	return []expr.Any{
 		load(f.field(), reg1),
 		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
-		cmp(expr.CmpOpEq, reg1, b[:]),
+		cmp(eqOp(in), reg1, b[:]),
+	}
+}
+
+// SetMark sets the packet's mark.
+// Equivalent to: meta mark set 0x3e8.
+func SetMark(mark uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Immediate{Register: reg1, Data: binary.NativeEndian.AppendUint32(nil, mark)},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
 	}
 }
 

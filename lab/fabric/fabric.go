@@ -20,6 +20,21 @@ type Fabric struct {
 	opMu sync.Mutex   // serialises changes to the kernel
 	mu   sync.RWMutex // guards spec
 	spec Spec
+	// sim is set by Simulate: every VM's port is the one interface SimPort
+	// and there are no port filters.
+	sim bool
+}
+
+// SimPort is the one interface that stands for every VM's port in a
+// fabric made by Simulate.
+const SimPort = "sim"
+
+// portOf names the fabric interface that reaches a VM's NIC.
+func (f *Fabric) portOf(v VMSpec) string {
+	if f.sim {
+		return SimPort
+	}
+	return PortName(v.Name)
 }
 
 // Open returns a handle on the fabric spec describes, assuming Build made

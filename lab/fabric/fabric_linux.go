@@ -160,6 +160,9 @@ func build(s Spec) error {
 			ready = append(ready, endpoint{fab, PortName(v.Name)}, endpoint{vms[v.Name], "eth0"})
 		}
 	}
+	if err := syncModelRoutes(fab, s, func(v VMSpec) string { return PortName(v.Name) }); err != nil {
+		return err
+	}
 	return waitOperUp(ready)
 }
 
@@ -237,6 +240,15 @@ func waitOperUp(eps []endpoint) error {
 	return nil
 }
 
+// systemNoneRoutes are the ranges Azure's system routes drop unless the
+// VNet (or a more specific route) covers them.
+var systemNoneRoutes = []netip.Prefix{
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("100.64.0.0/10"),
+}
+
 // buildBase sets up the fabric's loopback addresses, the internet link and
 // the routes that do not depend on VMs.
 func buildBase(fab, inet *nsConn, s Spec) error {
@@ -287,6 +299,14 @@ func buildBase(fab, inet *nsConn, s Spec) error {
 	}
 	if err := fab.nl.RouteReplace(&netlink.Route{Dst: ipNet(netip.MustParsePrefix("0.0.0.0/0")), Gw: InternetHostIP.AsSlice()}); err != nil {
 		return fmt.Errorf("add default route via %s in netns %s: %w", InternetHostIP, fab.name, err)
+	}
+	// Azure's system routes send the private ranges outside the VNet
+	// nowhere (next hop None), not to the internet: a pod CIDR no route
+	// covers, for one.
+	for _, p := range systemNoneRoutes {
+		if err := fab.nl.RouteReplace(&netlink.Route{Dst: ipNet(p), Type: unix.RTN_BLACKHOLE}); err != nil {
+			return fmt.Errorf("add blackhole route %s in netns %s: %w", p, fab.name, err)
+		}
 	}
 	// VNet addresses no NIC holds go nowhere: not to the internet, and
 	// proxy ARP does not answer for them.

@@ -170,6 +170,11 @@ func syncNFT(fab *nsConn, s Spec) error {
 			c.DelChain(ch)
 		}
 		c.AddChain(ch)
+		mark, marked := s.routeTableOf(v.Subnet)
+		if marked {
+			// The subnet's route table applies to what this NIC sends.
+			c.AddRule(nft.Rule(ch, nft.SetMark(uint32(RouteTableBase+mark))))
+		}
 		for _, r := range portRules(ch, set, v) {
 			c.AddRule(r)
 		}
@@ -217,6 +222,11 @@ func syncNFT(fab *nsConn, s Spec) error {
 	if err := loadBalancerRules(c, ex, prerouting, s); err != nil {
 		return fmt.Errorf("nftables in netns %s: %w", fab.name, err)
 	}
+	blocks, members, err := addOverlaySets(c, ex, s)
+	if err != nil {
+		return fmt.Errorf("nftables in netns %s: %w", fab.name, err)
+	}
+	overlayRule(c, forward, blocks, members)
 	nsgRules(c, forward, s)
 	c.AddRule(nft.Rule(forward, nft.IIFName(internetDev, true), nft.CtState(nft.CtStateEstablished|nft.CtStateRelated), nft.Accept()))
 	c.AddRule(nft.Rule(forward, nft.IIFName(internetDev, true), nft.Drop()))
@@ -275,15 +285,23 @@ func portRules(ch *nftables.Chain, set *nftables.Set, v VMSpec) []*nftables.Rule
 	// the ruleset in its own syntax; a port is always Ethernet.
 	ether := nft.IIFType(nft.ARPHRDEther)
 	ip, arp := nft.EtherType(nft.EtherTypeIPv4), nft.EtherType(nft.EtherTypeARP)
-	return []*nftables.Rule{
-		nft.Rule(ch, ether, nft.MAC(nft.EtherSaddr, mac, false), badMAC, nft.Drop()),
-		nft.Rule(ch, ether, ip, nft.In(nft.IPSaddr, set, false), badIP, nft.Drop()),
+	// The source address check: the NIC's addresses, and its overlay
+	// block; none with IP forwarding on.
+	srcRule := nft.Rule(ch, ether, ip, nft.In(nft.IPSaddr, set, false), badIP, nft.Drop())
+	if v.PodCIDR.IsValid() {
+		srcRule = nft.Rule(ch, ether, ip, nft.In(nft.IPSaddr, set, false), nft.IPInPrefix(nft.IPSaddr, v.PodCIDR, false), badIP, nft.Drop())
+	}
+	rules := []*nftables.Rule{nft.Rule(ch, ether, nft.MAC(nft.EtherSaddr, mac, false), badMAC, nft.Drop())}
+	if !v.IPForwarding {
+		rules = append(rules, srcRule)
+	}
+	return append(rules,
 		nft.Rule(ch, ether, arp, nft.MAC(nft.ARPSenderMAC, mac, false), badMAC, nft.Drop()),
 		nft.Rule(ch, ether, arp, nft.In(nft.ARPSenderIP, set, false), badIP, nft.Drop()),
 		nft.Rule(ch, ether, ip, nft.Accept()),
 		nft.Rule(ch, ether, arp, nft.Accept()),
 		nft.Rule(ch, nft.NamedCounter(counterName(v.Name, cntOther)), nft.Drop()),
-	}
+	)
 }
 
 // counterVM splits a port counter name into its VM.

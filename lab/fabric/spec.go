@@ -105,6 +105,30 @@ type Spec struct {
 	NSGs []NSG `json:"nsgs,omitempty"`
 	// Image is how the VMs boot: Azure's images differ from a clean VM.
 	Image Image `json:"image,omitempty"`
+	// RouteTables are user-defined routes (kubenet's), each applied to
+	// the traffic that NICs of its subnets send.
+	RouteTables []RouteTable `json:"routeTables,omitempty"`
+}
+
+// MaxRoutesPerTable is Azure's limit of routes in one route table, and so
+// kubenet's limit of 400 nodes per cluster (seed 002).
+const MaxRoutesPerTable = 400
+
+// RouteTable is a subnet route table: its routes apply to what NICs in
+// its subnets send, and to nothing else.
+type RouteTable struct {
+	Name    string         `json:"name"`
+	Subnets []netip.Prefix `json:"subnets"`
+	Routes  []Route        `json:"routes,omitempty"`
+}
+
+// Route sends AddressPrefix to the NIC holding NextHop (a virtual
+// appliance, in Azure's terms: here a node, whose NIC has IP forwarding
+// on). A next hop no NIC holds drops the traffic.
+type Route struct {
+	Name          string       `json:"name"`
+	AddressPrefix netip.Prefix `json:"addressPrefix"`
+	NextHop       netip.Addr   `json:"nextHopIpAddress"`
 }
 
 // Image lists traits of VM images as Azure boots them, which a clean VM
@@ -138,6 +162,15 @@ type VMSpec struct {
 	// on the way to the internet. Without one the VM has no outbound
 	// internet access.
 	PublicIP netip.Addr `json:"publicIP,omitzero"`
+	// PodCIDR is the node's block of an Azure CNI Overlay cluster: the
+	// fabric routes it to this NIC, without encapsulation, for the
+	// cluster's members (the VMs with a PodCIDR, and their pods) only, and
+	// admits it as a source from this NIC only.
+	PodCIDR netip.Prefix `json:"podCIDR,omitzero"`
+	// IPForwarding is the NIC's "enable IP forwarding": it may send from
+	// any source address (a kubenet node routing its pods). Its MAC and
+	// ARP are still checked.
+	IPForwarding bool `json:"ipForwarding,omitempty"`
 }
 
 // IPs returns the NIC's IP configurations, primary first.
@@ -176,6 +209,15 @@ func (s Spec) Clone() Spec {
 	out.Subnets = slices.Clone(s.Subnets)
 	out.LoadBalancers = slices.Clone(s.LoadBalancers)
 	out.NSGs = slices.Clone(s.NSGs)
+	out.RouteTables = make([]RouteTable, len(s.RouteTables))
+	for i, rt := range s.RouteTables {
+		rt.Subnets = slices.Clone(rt.Subnets)
+		rt.Routes = slices.Clone(rt.Routes)
+		out.RouteTables[i] = rt
+	}
+	if s.RouteTables == nil {
+		out.RouteTables = nil
+	}
 	out.VMs = make([]VMSpec, len(s.VMs))
 	for i, v := range s.VMs {
 		v.MAC = slices.Clone(v.MAC)
@@ -316,6 +358,24 @@ func (s Spec) Validate() error {
 			}
 			publics[p] = v.Name
 		}
+		if v.PodCIDR.IsValid() {
+			if err := validPrefix(v.PodCIDR); err != nil {
+				return fmt.Errorf("%s: podCIDR %s: %w", field, v.PodCIDR, err)
+			}
+			for _, w := range s.VMs[:i] {
+				if w.PodCIDR.IsValid() && w.PodCIDR.Overlaps(v.PodCIDR) {
+					return fmt.Errorf("%s: podCIDR %s: overlaps vm %s's %s", field, v.PodCIDR, w.Name, w.PodCIDR)
+				}
+			}
+			for _, p := range s.VNet {
+				if p.Overlaps(v.PodCIDR) {
+					return fmt.Errorf("%s: podCIDR %s: overlaps the vnet %s", field, v.PodCIDR, p)
+				}
+			}
+		}
+	}
+	if err := s.validateRouteTables(); err != nil {
+		return err
 	}
 	return s.validateLB()
 }
@@ -353,6 +413,68 @@ func validName(s string, max int) error {
 		ok := 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' && i > 0
 		if !ok {
 			return errors.New("want lower-case letters, digits and inner dashes")
+		}
+	}
+	return nil
+}
+
+// RouteTableError is a route table the fabric refuses, e.g. one route too
+// many.
+type RouteTableError struct {
+	Table   string
+	Problem string
+}
+
+func (e *RouteTableError) Error() string { return "route table " + e.Table + ": " + e.Problem }
+
+// ValidateRouteTable checks one route table against the spec's subnets.
+func (s Spec) ValidateRouteTable(rt RouteTable) error {
+	bad := func(format string, a ...any) error {
+		return &RouteTableError{Table: rt.Name, Problem: fmt.Sprintf(format, a...)}
+	}
+	if err := validName(rt.Name, 40); err != nil {
+		return bad("name %q: %v", rt.Name, err)
+	}
+	if n := len(rt.Routes); n > MaxRoutesPerTable {
+		return bad("%d routes: a route table holds at most %d", n, MaxRoutesPerTable)
+	}
+	for _, sn := range rt.Subnets {
+		if !slices.Contains(s.Subnets, sn) {
+			return bad("subnet %s: not one of the spec's subnets %v", sn, s.Subnets)
+		}
+	}
+	names := map[string]bool{}
+	for i, r := range rt.Routes {
+		if names[r.Name] || r.Name == "" {
+			return bad("routes[%d]: name %q empty or used twice", i, r.Name)
+		}
+		names[r.Name] = true
+		if err := validPrefix(r.AddressPrefix); err != nil {
+			return bad("routes[%d] %s: addressPrefix %s: %v", i, r.Name, r.AddressPrefix, err)
+		}
+		if !r.NextHop.Is4() {
+			return bad("routes[%d] %s: nextHopIpAddress %s: not an IPv4 address", i, r.Name, r.NextHop)
+		}
+	}
+	return nil
+}
+
+func (s Spec) validateRouteTables() error {
+	seen := map[string]bool{}
+	assoc := map[netip.Prefix]string{}
+	for _, rt := range s.RouteTables {
+		if err := s.ValidateRouteTable(rt); err != nil {
+			return err
+		}
+		if seen[rt.Name] {
+			return &RouteTableError{Table: rt.Name, Problem: "defined twice"}
+		}
+		seen[rt.Name] = true
+		for _, sn := range rt.Subnets {
+			if other, ok := assoc[sn]; ok {
+				return &RouteTableError{Table: rt.Name, Problem: fmt.Sprintf("subnet %s is already associated with route table %s", sn, other)}
+			}
+			assoc[sn] = rt.Name
 		}
 	}
 	return nil

@@ -32,8 +32,11 @@ const (
 	// answered by a local endpoint.
 	singleNodePort = 30091
 	singleBackend  = "single-backend"
-	reachable      = "reachable"
-	probeWait      = 3 * time.Second
+	// checkSourcePort is where the VM outside the cluster listens to see
+	// the source of pods' connections.
+	checkSourcePort = 7071
+	reachable       = "reachable"
+	probeWait       = 3 * time.Second
 )
 
 type podInfo struct {
@@ -77,8 +80,18 @@ func (c *Cluster) Check(ctx context.Context, pool func(node string) []netip.Addr
 	if err != nil {
 		return nil, err
 	}
-	// Every pod's address comes from its node's pool.
+	// Every pod's address comes from its node's pool, or pod CIDR (which
+	// the node object records).
 	for _, p := range pods {
+		if n := c.node(p.Node); n != nil && n.PodCIDR.IsValid() {
+			want := "in " + n.PodCIDR.String()
+			got := "not in " + n.PodCIDR.String()
+			if n.PodCIDR.Contains(p.IP) {
+				got = want
+			}
+			add("pod address from the node's pod CIDR", p.Namespace+"/"+p.Name, p.IP.String(), want, got)
+			continue
+		}
 		want := "in " + p.Node + "'s NIC pool"
 		got := "not in " + p.Node + "'s NIC pool"
 		for _, a := range pool(p.Node) {
@@ -87,6 +100,15 @@ func (c *Cluster) Check(ctx context.Context, pool func(node string) []netip.Addr
 			}
 		}
 		add("pod address from the node's NIC", p.Namespace+"/"+p.Name, p.IP.String(), want, got)
+	}
+	if c.podCIDRs() {
+		for _, n := range c.Nodes {
+			out, err := c.Kubectl(ctx, "get", "node", n.Name, "-o", "jsonpath={.spec.podCIDRs[0]}")
+			if err != nil {
+				return rows, err
+			}
+			add("node's spec.podCIDRs = its conflist's", n.Name, "spec.podCIDRs", n.PodCIDR.String(), strings.TrimSpace(out))
+		}
 	}
 	var echo []podInfo
 	for _, p := range pods {
@@ -118,6 +140,29 @@ func (c *Cluster) Check(ctx context.Context, pool func(node string) []netip.Addr
 				return apiReady(a.NetNS, c.pki().CACert(), "https://"+KubernetesServiceIP.String()+"/readyz")
 			}))
 	}
+	for i, a := range echo {
+		// Azure CNI: VNet traffic keeps the pod's address; the pod-CIDR
+		// models translate everything leaving the pod CIDR to the node.
+		own, other := c.node(a.Node), c.node(echo[(i+1)%len(echo)].Node)
+		if own == nil || other == nil || own == other {
+			continue
+		}
+		want := a.IP.String()
+		if own.PodCIDR.IsValid() {
+			want = own.IP.String()
+		}
+		add("pod→VM (other node, source seen)", label(a), other.Name+" "+other.IP.String(), want,
+			probe.SourceSeen(other.NetNS, netip.AddrPortFrom(other.IP, checkSourcePort), a.NetNS, probeWait))
+	}
+	if o := c.Outside; o != nil {
+		for _, a := range echo {
+			n := c.node(a.Node)
+			add("pod→VM outside the cluster (source seen)", label(a), o.Name+" "+o.IP.String(), n.IP.String(),
+				probe.SourceSeen(o.NetNS, netip.AddrPortFrom(o.IP, checkSourcePort), a.NetNS, probeWait))
+			add("VM outside the cluster→pod", o.Name, fmt.Sprintf("%s %s:8080", label(a), a.IP), "no answer",
+				reach(probe.TCPConnect(o.NetNS, netip.AddrPortFrom(a.IP, 8080), time.Second)))
+		}
+	}
 	// NodePort through every node, from every other VM, to a Service with
 	// a single backend: a node must forward to a pod elsewhere, back out
 	// the NIC the connection came in by (Kubernetes' conformance "functioning
@@ -143,6 +188,11 @@ func (c *Cluster) Check(ctx context.Context, pool func(node string) []netip.Addr
 	}
 	add("deleted pod's address released", label(victim), victim.IP.String(), "released", c.waitReleased(victim.Node, victim.IP))
 
+	if c.podCIDRs() {
+		// A node's pod CIDR (a /24) outlasts its max-pods: kubelet, not
+		// the pool, limits it.
+		return rows, nil
+	}
 	// Fill one node: its free addresses as pods, plus one.
 	node := c.Nodes[0]
 	free, err := c.freeAddresses(node.Name)

@@ -35,10 +35,21 @@ type Cluster struct {
 	VIP               netip.Addr   `json:"vip"`
 	ServiceCIDR       netip.Prefix `json:"serviceCIDR"`
 	DNSServiceIP      netip.Addr   `json:"dnsServiceIP"`
-	// PodSubnet is the VNet subnet the pods (and nodes) are in: kube-proxy's
+	// PodSubnet is where the pods' addresses are: the VNet subnet (Azure
+	// CNI), or the cluster's pod CIDR (overlay, kubenet). It is kube-proxy's
 	// cluster CIDR, to tell pod traffic from outside traffic.
 	PodSubnet netip.Prefix `json:"podSubnet"`
 	Nodes     []Node       `json:"nodes"`
+	// Outside is a VM of the VNet outside the cluster (overlay and
+	// kubenet labs): pods reach it as their node, it does not reach pods.
+	Outside *VM `json:"outside,omitempty"`
+}
+
+// VM is a lab VM that is not a node.
+type VM struct {
+	Name  string     `json:"name"`
+	NetNS string     `json:"netns"` // path
+	IP    netip.Addr `json:"ip"`
 }
 
 // Node is a lab VM running a kubelet.
@@ -51,6 +62,10 @@ type Node struct {
 	CNIConf   string     `json:"cniConfDir"`
 	StateDir  string     `json:"stateDir"` // azure-vnet's
 	LogFile   string     `json:"logFile"`  // azure-vnet's
+	// PodCIDR is the node's pod CIDR (overlay, kubenet): the lab records it
+	// in the node's spec.podCIDRs, where a node agent will read it; the
+	// plugins get it from the conflist the lab writes.
+	PodCIDR netip.Prefix `json:"podCIDR,omitzero"`
 }
 
 // APIServerPort is where the API server listens and the load balancer

@@ -81,8 +81,42 @@ func Start(ctx context.Context, c *Cluster, exe string, progress io.Writer) erro
 	if err := done(c.startNodes(ctx, exe)); err != nil {
 		return err
 	}
+	if c.podCIDRs() {
+		done = step("nodes' spec.podCIDRs (the lab's node IPAM)")
+		if err := done(c.assignPodCIDRs(ctx)); err != nil {
+			return err
+		}
+	}
 	done = step("kube-dns (CoreDNS)")
 	return done(c.deployDNS(ctx))
+}
+
+// podCIDRs reports whether the nodes have pod CIDRs (overlay, kubenet).
+func (c *Cluster) podCIDRs() bool { return len(c.Nodes) > 0 && c.Nodes[0].PodCIDR.IsValid() }
+
+// assignPodCIDRs records each node's pod CIDR in its spec.podCIDRs, as
+// kube-controller-manager's node IPAM (--allocate-node-cidrs) would, but
+// with the blocks the lab planned: the conflists and the fabric's routes
+// already carry them, and allocation in registration order would not
+// match. A pod CIDR is set once; a node that has one keeps it.
+func (c *Cluster) assignPodCIDRs(ctx context.Context) error {
+	for _, n := range c.Nodes {
+		out, err := c.Kubectl(ctx, "get", "node", n.Name, "-o", "jsonpath={.spec.podCIDR}")
+		if err != nil {
+			return err
+		}
+		if got := strings.TrimSpace(out); got != "" {
+			if got != n.PodCIDR.String() {
+				return fmt.Errorf("node %s has pod CIDR %s, the lab planned %s", n.Name, got, n.PodCIDR)
+			}
+			continue
+		}
+		patch := fmt.Sprintf(`{"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`, n.PodCIDR, n.PodCIDR)
+		if _, err := c.Kubectl(ctx, "patch", "node", n.Name, "--type=merge", "-p", patch); err != nil {
+			return fmt.Errorf("set node %s's pod CIDR: %w", n.Name, err)
+		}
+	}
+	return nil
 }
 
 // EnsurePKI creates the cluster's CA, the API server's certificate (for the

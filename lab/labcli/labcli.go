@@ -17,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/vnetcni/vnetcni/internal/install"
 	"github.com/vnetcni/vnetcni/lab/fabric"
 	"github.com/vnetcni/vnetcni/lab/k8slab"
+	"github.com/vnetcni/vnetcni/lab/plan"
 	"github.com/vnetcni/vnetcni/lab/runtimes"
 	"github.com/vnetcni/vnetcni/lab/vnetlab"
 )
@@ -68,7 +70,7 @@ Nothing outside the lab's namespaces and /var/run/vnetcni-lab/<name> is touched.
 	}
 	c.PersistentFlags().StringVar(&name, "name", vnetlab.DefaultName, "lab name (1-8 lower-case letters and digits)")
 	c.AddCommand(labUpCmd(&name), labDownCmd(&name), labPlanCmd(), labPodsCmd(&name), labCheckCmd(&name),
-		labStatusCmd(&name), labFaultCmd(&name), labServeCmd(&name), labKubeconfigCmd(&name), labK8sCmd(&name))
+		labStatusCmd(&name), labFaultCmd(&name), labServeCmd(&name), labKubeconfigCmd(&name), labK8sCmd(&name), labScaleCmd(&name))
 	return c
 }
 
@@ -94,8 +96,11 @@ func readDefinition(path string) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
+// modelUsage describes --model.
+const modelUsage = "network model: azure-cni (pods take the NIC's VNet addresses), overlay (Azure CNI Overlay: a /24 of a private pod CIDR per node) or kubenet (a pod CIDR per node, a route table on the subnet); default: the definition's, else azure-cni"
+
 func labUpCmd(name *string) *cobra.Command {
-	var file, mode, binDir, k8sBinDir string
+	var file, mode, model, binDir, k8sBinDir string
 	var kubernetes, noAgent, realImage bool
 	var image fabric.Image
 	c := &cobra.Command{
@@ -113,20 +118,21 @@ max-pods 30. Running up on a half-built lab repairs it.`,
 			if realImage {
 				image = fabric.RealImage
 			}
-			l, err := vnetlab.Up(cmd.Context(), vnetlab.UpOptions{Name: *name, Definition: def, Mode: mode, BinDir: binDir, Progress: cmd.ErrOrStderr(),
+			l, err := vnetlab.Up(cmd.Context(), vnetlab.UpOptions{Name: *name, Definition: def, Mode: mode, Model: model, BinDir: binDir, Progress: cmd.ErrOrStderr(),
 				Kubernetes: kubernetes, K8sBinDir: k8sBinDir, NoAgent: noAgent, Image: image})
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "lab %q is up: %d VMs in %s (%s mode)\n", l.Name, len(l.Spec.VMs), l.Plan.Subnet, l.Mode)
+			fmt.Fprintf(out, "lab %q is up: %d VMs in %s (%s, %s mode)\n", l.Name, len(l.Spec.VMs), l.Plan.Subnet, l.Plan.Model, l.Mode)
 			if l.Kubernetes != nil {
 				fmt.Fprintf(out, "Kubernetes %s: API server %s:443 in %s; export KUBECONFIG=%s\n",
 					k8slab.Version, l.Kubernetes.VIP, l.Plan.APIServer.Subnet, l.Kubernetes.AdminKubeconfig())
 				fmt.Fprintln(out, "next: kubectl apply -f examples/; vnetctl lab check --kubernetes; vnetctl lab down")
 				return nil
 			}
-			fmt.Fprintf(out, "next: vnetctl lab pods add %s web-1; vnetctl lab check; vnetctl lab down\n", l.Spec.VMs[len(l.Spec.VMs)-1].Name)
+			nodes := l.Nodes()
+			fmt.Fprintf(out, "next: vnetctl lab pods add %s web-1; vnetctl lab check; vnetctl lab down\n", nodes[len(nodes)-1].Name)
 			return nil
 		},
 	}
@@ -137,8 +143,70 @@ max-pods 30. Running up on a half-built lab repairs it.`,
 	c.Flags().BoolVar(&realImage, "real-image", false, "both: --secondaries-on-eth0 --forward-drop")
 	c.Flags().StringVar(&k8sBinDir, "k8s-bin-dir", k8slab.DefaultBinDir, "Kubernetes binaries (built by scripts/k8s-binaries.sh)")
 	c.Flags().StringVarP(&file, "file", "f", "", "cluster definition (ACS-Engine JSON); the seed's example when empty")
-	c.Flags().StringVar(&mode, "mode", "", "network mode: bridge or transparent (default: the definition's, else bridge)")
+	c.Flags().StringVar(&mode, "mode", "", "network mode: bridge or transparent (default: the definition's, else bridge; transparent in the overlay and kubenet models)")
+	c.Flags().StringVar(&model, "model", "", modelUsage)
 	c.Flags().StringVar(&binDir, "bin-dir", defaultBinDir(), "directory with azure-vnet, azure-vnet-ipam, portmap and loopback")
+	return c
+}
+
+func labScaleCmd(name *string) *cobra.Command {
+	var model, output string
+	var nodes int
+	c := &cobra.Command{
+		Use:   "scale",
+		Short: "Simulate a large overlay or kubenet cluster: plan and fabric routes without its VMs",
+		Long: `Plan a cluster of --nodes nodes in the --model model and program what the model puts in
+the fabric (overlay: a route per node's pod CIDR and the overlay sets; kubenet: the subnet's route
+table, one route per node through the cloud API, then one node more), with one dummy interface for
+every VM's port; report the time and memory taken. By default: kubenet at 400 nodes and overlay at
+5,000. Uses only the namespace <name>-fab, removed at the end.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			runs := []struct {
+				model string
+				nodes int
+			}{{plan.ModelKubenet, plan.MaxKubenetNodes}, {plan.ModelOverlay, 5000}}
+			if model != "" {
+				n := nodes
+				if n == 0 {
+					n = 5000
+					if model == plan.ModelKubenet {
+						n = plan.MaxKubenetNodes
+					}
+				}
+				runs = runs[:1]
+				runs[0].model, runs[0].nodes = model, n
+			}
+			var results []*vnetlab.ScaleResult
+			for _, r := range runs {
+				res, err := vnetlab.Scale(cmd.Context(), *name, r.model, r.nodes)
+				if err != nil {
+					return err
+				}
+				results = append(results, res)
+			}
+			out := cmd.OutOrStdout()
+			if output == "json" {
+				return writeJSON(out, results)
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "MODEL\tNODES\tPOD CIDR\tPLAN\tPROGRAM\tMAIN ROUTES\tROUTE TABLE ROUTES\tSET INTERVALS\tGO HEAP\tPEAK RSS")
+			for _, r := range results {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%.1f MB\t%.1f MB\n", r.Model, r.Nodes, r.PodCIDR,
+					r.Plan.Round(time.Millisecond), r.Program.Round(time.Millisecond), r.MainRoutes, r.TableRoutes, r.SetElements, r.HeapMB, r.MaxRSSMB)
+			}
+			tw.Flush()
+			for _, r := range results {
+				if r.OneMore != "" {
+					fmt.Fprintf(out, "%s, node %d: %s\n", r.Model, r.Nodes+1, r.OneMore)
+				}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&model, "model", "", "overlay or kubenet (default: both)")
+	c.Flags().IntVar(&nodes, "nodes", 0, "nodes (default: 400 for kubenet, 5000 for overlay)")
+	c.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	return c
 }
 
@@ -158,7 +226,7 @@ func labDownCmd(name *string) *cobra.Command {
 }
 
 func labPlanCmd() *cobra.Command {
-	var file, mode, output string
+	var file, mode, model, output string
 	var kubernetes bool
 	c := &cobra.Command{
 		Use:   "plan",
@@ -169,7 +237,7 @@ func labPlanCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := vnetlab.PlanFor(def, mode, kubernetes)
+			p, err := vnetlab.PlanFor(def, mode, model, kubernetes)
 			if err != nil {
 				return err
 			}
@@ -178,21 +246,40 @@ func labPlanCmd() *cobra.Command {
 				return writeJSON(out, p)
 			}
 			used, usable := p.Utilisation()
-			fmt.Fprintf(out, "VNet %s  subnet %s  gateway %s  mode %s\n", p.VNet, p.Subnet, p.Gateway, p.Mode)
+			fmt.Fprintf(out, "VNet %s  subnet %s  gateway %s  model %s  mode %s\n", p.VNet, p.Subnet, p.Gateway, p.Model, p.Mode)
+			if p.PodCIDRModel() {
+				fmt.Fprintf(out, "pod CIDR %s (outside the VNet), a /%d per node\n", p.PodCIDR, plan.NodePodCIDRBits)
+			}
 			if p.VNetName != "" {
 				fmt.Fprintf(out, "resource group %s  virtual network %s  subnet %s\n", p.ResourceGroup, p.VNetName, p.SubnetName)
 			}
 			fmt.Fprintln(out)
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "VM\tROLE\tPOOL\tPRIMARY\tSECONDARY (POD) IPS\tMAX PODS")
+			if p.PodCIDRModel() {
+				fmt.Fprintln(tw, "VM\tROLE\tPOOL\tPRIMARY\tPOD CIDR\tMAX PODS")
+			} else {
+				fmt.Fprintln(tw, "VM\tROLE\tPOOL\tPRIMARY\tSECONDARY (POD) IPS\tMAX PODS")
+			}
 			for _, n := range p.Nodes {
 				sec := "-"
-				if len(n.SecondaryIPs) > 0 {
+				switch {
+				case n.PodCIDR.IsValid():
+					sec = n.PodCIDR.String()
+				case len(n.SecondaryIPs) > 0:
 					sec = fmt.Sprintf("%s - %s (%d)", n.SecondaryIPs[0], n.SecondaryIPs[len(n.SecondaryIPs)-1], len(n.SecondaryIPs))
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", n.Name, n.Role, n.Pool, n.PrimaryIP, sec, n.MaxPods)
 			}
 			tw.Flush()
+			switch p.Model {
+			case plan.ModelOverlay:
+				fmt.Fprintf(out, "\nthe fabric routes each node's pod CIDR to its NIC (no route table, no encapsulation)\n")
+			case plan.ModelKubenet:
+				fmt.Fprintf(out, "\nroute table on subnet %s: %d of at most %d routes (one per node)\n", p.Subnet, len(p.Nodes), plan.MaxKubenetNodes)
+			}
+			if o := p.Outside; o != nil {
+				fmt.Fprintf(out, "VM outside the cluster: %s %s in subnet %s\n", o.Name, o.PrimaryIP, p.OutsideSubnet)
+			}
 			fmt.Fprintf(out, "\nsubnet utilisation: %d of %d usable addresses (%.1f%%)\n", used, usable, 100*float64(used)/float64(usable))
 			if a := p.APIServer; a != nil {
 				fmt.Fprintf(out, "API server subnet %s (delegated): control plane %s, internal load balancer VIP %s, %d addresses reserved\n",
@@ -204,6 +291,7 @@ func labPlanCmd() *cobra.Command {
 	c.Flags().StringVarP(&file, "file", "f", "", "cluster definition (ACS-Engine JSON); the seed's example when empty")
 	c.Flags().BoolVar(&kubernetes, "kubernetes", false, "plan the API server's delegated subnet too")
 	c.Flags().StringVar(&mode, "mode", "", "network mode: bridge or transparent")
+	c.Flags().StringVar(&model, "model", "", modelUsage)
 	c.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	return c
 }
@@ -330,7 +418,11 @@ func labCheckCmd(name *string) *cobra.Command {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Check, r.From, r.To, r.Expected, r.Observed, mark)
 				}
 				tw.Flush()
-				fmt.Fprintf(out, "\n%d checks: %d as expected, %d mismatches (lab %s, %s mode)\n", len(m.Rows), m.Passed, m.Failed, m.Lab, m.Mode)
+				model := m.Model
+				if model == "" {
+					model = plan.ModelAzureCNI
+				}
+				fmt.Fprintf(out, "\n%d checks: %d as expected, %d mismatches (lab %s, %s, %s mode)\n", len(m.Rows), m.Passed, m.Failed, m.Lab, model, m.Mode)
 			}
 			if m.Failed > 0 {
 				return exitCode(1)
@@ -362,7 +454,11 @@ func labStatusCmd(name *string) *cobra.Command {
 			if s.DaemonPID > 0 {
 				daemon = fmt.Sprintf("pid %d", s.DaemonPID)
 			}
-			fmt.Fprintf(out, "lab %s: %s mode, VNet %s, subnet %s, up %s, services daemon %s\n", s.Name, s.Mode, s.VNet, s.Subnet, s.Up, daemon)
+			model := s.Model
+			if model == "" {
+				model = plan.ModelAzureCNI
+			}
+			fmt.Fprintf(out, "lab %s: %s, %s mode, VNet %s, subnet %s, up %s, services daemon %s\n", s.Name, model, s.Mode, s.VNet, s.Subnet, s.Up, daemon)
 			if k := s.Kubernetes; k != nil {
 				fmt.Fprintf(out, "Kubernetes %s: API server %s (subnet %s); KUBECONFIG=%s\n", k.Version, k.APIServer, k.APISubnet, k.Kubeconfig)
 			}

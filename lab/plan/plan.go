@@ -23,6 +23,32 @@ const (
 	MaxNameLen     = 63 // resource group, VNet and subnet names
 )
 
+// Network models (seed 002).
+const (
+	ModelAzureCNI = "azure-cni" // pods take the NIC's secondary IPs (the default)
+	ModelOverlay  = "overlay"   // Azure CNI Overlay: a /24 of a private pod CIDR per node
+	ModelKubenet  = "kubenet"   // a per-node pod CIDR, a route table on the subnet
+)
+
+// Models lists the network models the lab builds.
+var Models = []string{ModelAzureCNI, ModelOverlay, ModelKubenet}
+
+// Pod CIDR defaults of the pod-CIDR models, AKS's: 10.244.0.0/16 for the
+// cluster, a /24 (room for 250 pods) per node.
+var DefaultPodCIDR = netip.MustParsePrefix("10.244.0.0/16")
+
+const NodePodCIDRBits = 24
+
+// MaxKubenetNodes is kubenet's node limit: one route per node in the
+// subnet's route table, which holds at most 400 (Azure's limit, and the
+// fabric's: fabric.MaxRoutesPerTable).
+const MaxKubenetNodes = 400
+
+// OutsideVM names the VM the lab adds, in a subnet of its own, to pod-CIDR
+// models: a VM of the VNet that is not in the cluster, to show that pods
+// reach it and it does not reach pods.
+const OutsideVM = "outside"
+
 // Definition is the part of an ACS-Engine cluster definition (apimodel) the
 // network plan needs. Other fields are accepted and ignored.
 type Definition struct {
@@ -52,10 +78,16 @@ type Definition struct {
 
 // KubernetesConfig is orchestratorProfile.kubernetesConfig.
 type KubernetesConfig struct {
-	ClusterSubnet string            `json:"clusterSubnet"`
-	NetworkPlugin string            `json:"networkPlugin"`
-	NetworkMode   string            `json:"networkMode"`
-	KubeletConfig map[string]string `json:"kubeletConfig"`
+	ClusterSubnet string `json:"clusterSubnet"`
+	// NetworkPlugin is "azure" or "kubenet" (ACS-Engine's and AKS's
+	// names); NetworkPluginMode "overlay" with "azure" is Azure CNI
+	// Overlay (AKS's name). PodCidr is the pod-CIDR models' cluster CIDR
+	// (AKS's podCidr; default 10.244.0.0/16).
+	NetworkPlugin     string            `json:"networkPlugin"`
+	NetworkPluginMode string            `json:"networkPluginMode"`
+	PodCidr           string            `json:"podCidr"`
+	NetworkMode       string            `json:"networkMode"`
+	KubeletConfig     map[string]string `json:"kubeletConfig"`
 }
 
 // AgentPool is one entry of agentPoolProfiles.
@@ -132,6 +164,8 @@ type Node struct {
 	PrimaryIP    netip.Addr   `json:"primaryIP"`
 	SecondaryIPs []netip.Addr `json:"secondaryIPs"`
 	MaxPods      int          `json:"maxPods"`
+	// PodCIDR is the node's pod CIDR in the overlay and kubenet models.
+	PodCIDR netip.Prefix `json:"podCIDR,omitzero"`
 }
 
 // Plan is the validated address plan of a cluster.
@@ -143,7 +177,15 @@ type Plan struct {
 	VNetName      string       `json:"vnetName,omitempty"`
 	SubnetName    string       `json:"subnetName,omitempty"`
 	Mode          string       `json:"mode"`
+	// Model is the network model; PodCIDR the cluster's pod CIDR in the
+	// overlay and kubenet models, carved into one NodePodCIDRBits block per
+	// node; Outside a VM of the VNet outside the cluster (those models
+	// only), in OutsideSubnet.
+	Model         string       `json:"model"`
+	PodCIDR       netip.Prefix `json:"podCIDR,omitzero"`
 	Nodes         []Node       `json:"nodes"`
+	Outside       *Node        `json:"outside,omitempty"`
+	OutsideSubnet netip.Prefix `json:"outsideSubnet,omitzero"`
 	// APIServer is set for a Kubernetes cluster: the control plane's
 	// delegated subnet, its address and the internal load balancer's VIP.
 	APIServer *APIServer `json:"apiServer,omitempty"`
@@ -178,7 +220,13 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
 type Options struct {
 	Mode       string // bridge or transparent; overrides kubernetesConfig.networkMode
 	Kubernetes bool   // plan the API server subnet too
+	// Model overrides the definition's network model (networkPlugin,
+	// networkPluginMode).
+	Model string
 }
+
+// PodCIDRModel reports whether pods take addresses from per-node pod CIDRs.
+func (p *Plan) PodCIDRModel() bool { return p.Model == ModelOverlay || p.Model == ModelKubenet }
 
 var poolNameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,11}$`)
 
@@ -232,11 +280,44 @@ func (d *Definition) Plan(o Options) (*Plan, error) {
 	if p.Mode == "" {
 		p.Mode = "bridge"
 	}
+	p.Model = o.Model
+	switch {
+	case p.Model != "":
+	case kc.NetworkPlugin == "kubenet":
+		p.Model = ModelKubenet
+	case kc.NetworkPluginMode == "overlay":
+		p.Model = ModelOverlay
+	default:
+		p.Model = ModelAzureCNI
+	}
+	if kc.NetworkPlugin != "" && kc.NetworkPlugin != "azure" && kc.NetworkPlugin != "kubenet" {
+		bad("properties.orchestratorProfile.kubernetesConfig.networkPlugin", "%q: the lab runs azure or kubenet", kc.NetworkPlugin)
+	}
+	if kc.NetworkPluginMode != "" && kc.NetworkPluginMode != "overlay" {
+		bad("properties.orchestratorProfile.kubernetesConfig.networkPluginMode", "%q: must be overlay or empty", kc.NetworkPluginMode)
+	}
+	switch p.Model {
+	case ModelAzureCNI:
+	case ModelOverlay, ModelKubenet:
+		if o.Mode == "" && kc.NetworkMode == "" {
+			p.Mode = "transparent"
+		}
+		p.PodCIDR = DefaultPodCIDR
+		if kc.PodCidr != "" {
+			v, err := netip.ParsePrefix(strings.TrimSpace(kc.PodCidr))
+			if err != nil || !v.Addr().Is4() || v.Bits() > NodePodCIDRBits {
+				bad("properties.orchestratorProfile.kubernetesConfig.podCidr", "%q: want an IPv4 CIDR of /%d or larger", kc.PodCidr, NodePodCIDRBits)
+			}
+			p.PodCIDR = v.Masked()
+		}
+		if p.VNet.IsValid() && p.PodCIDR.Overlaps(p.VNet) {
+			bad("properties.orchestratorProfile.kubernetesConfig.podCidr", "%s overlaps the VNet %s; the pod CIDR is a separate address space", p.PodCIDR, p.VNet)
+		}
+	default:
+		bad("model", "%q: must be one of %s", p.Model, strings.Join(Models, ", "))
+	}
 	if p.Mode != "bridge" && p.Mode != "transparent" {
 		bad("mode", "%q: must be bridge or transparent", p.Mode)
-	}
-	if kc.NetworkPlugin != "" && kc.NetworkPlugin != "azure" {
-		bad("properties.orchestratorProfile.kubernetesConfig.networkPlugin", "%q: the lab runs the azure plugin", kc.NetworkPlugin)
 	}
 
 	maxPods := DefaultMaxPods
@@ -318,7 +399,24 @@ func (d *Definition) Plan(o Options) (*Plan, error) {
 		nodes += pr.count
 		pods += pr.count * pr.max
 	}
-	if p.Subnet.IsValid() {
+	// In the pod-CIDR models the VNet holds only the nodes; the pod CIDR
+	// holds a block per node, and kubenet's route table a route per node.
+	secondaries := 0
+	if !p.PodCIDRModel() {
+		secondaries = -1 // each node's max-pods
+	} else {
+		const podField = "properties.orchestratorProfile.kubernetesConfig.podCidr"
+		if p.PodCIDR.IsValid() {
+			if blocks := 1 << (NodePodCIDRBits - p.PodCIDR.Bits()); nodes > blocks {
+				bad(podField, "%s has %d blocks of /%d; the cluster has %d nodes", p.PodCIDR, blocks, NodePodCIDRBits, nodes)
+			}
+		}
+		if p.Model == ModelKubenet && nodes > MaxKubenetNodes {
+			bad("properties.agentPoolProfiles", "%d nodes: kubenet allows at most %d (one route per node in the subnet's route table, which holds at most %d)", nodes, MaxKubenetNodes, MaxKubenetNodes)
+		}
+		pods = 0
+	}
+	if p.Subnet.IsValid() && !p.PodCIDRModel() {
 		if usable := len(Usable(p.Subnet)); nodes+pods > usable {
 			bad("properties.orchestratorProfile.kubernetesConfig.clusterSubnet",
 				"%s has %d usable addresses (Azure reserves 5 per subnet); %d nodes with their max-pods secondary IPs need %d", p.Subnet, usable, nodes, nodes+pods)
@@ -327,7 +425,7 @@ func (d *Definition) Plan(o Options) (*Plan, error) {
 	if nodes == 0 {
 		bad("properties.agentPoolProfiles", "the cluster has no nodes")
 	}
-	if pods > MaxPodsPerVNet {
+	if pods > MaxPodsPerVNet && secondaries < 0 {
 		bad("properties.agentPoolProfiles", "%d pods in total; a VNet holds at most %d", pods, MaxPodsPerVNet)
 	}
 	if len(errs) > 0 {
@@ -353,7 +451,7 @@ func (d *Definition) Plan(o Options) (*Plan, error) {
 		a := first
 		for m := 0; m < masters; m++ {
 			n := Node{Name: fmt.Sprintf("master-%d", m), Role: RoleMaster, Pool: "master", MaxPods: maxPods}
-			for k := 0; k <= maxPods; k++ {
+			for k := 0; k <= nicIPs(secondaries, maxPods); k++ {
 				if !p.Subnet.Contains(a) || Reserved(p.Subnet, a) {
 					return nil, &FieldError{Field: "properties.masterProfile.firstConsecutiveStaticIP",
 						Problem: fmt.Sprintf("%d masters need %d consecutive addresses from %s; they run past the usable end of %s", masters, masters*(maxPods+1), first, p.Subnet)}
@@ -375,7 +473,7 @@ func (d *Definition) Plan(o Options) (*Plan, error) {
 		for c := 0; c < pr.count; c++ {
 			agent++
 			n := Node{Name: fmt.Sprintf("vm-%d", agent), Role: RoleAgent, Pool: pr.name, MaxPods: pr.max}
-			for k := 0; k <= pr.max; k++ {
+			for k := 0; k <= nicIPs(secondaries, pr.max); k++ {
 				for next < len(usable) && used[usable[next]] {
 					next++
 				}
@@ -394,7 +492,56 @@ func (d *Definition) Plan(o Options) (*Plan, error) {
 			p.Nodes = append(p.Nodes, n)
 		}
 	}
+	if p.PodCIDRModel() {
+		if err := p.planPodCIDRs(); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
+}
+
+// nicIPs is how many secondary IP configurations a node's NIC gets: its
+// max-pods, or none in the pod-CIDR models.
+func nicIPs(secondaries, maxPods int) int {
+	if secondaries < 0 {
+		return maxPods
+	}
+	return secondaries
+}
+
+// planPodCIDRs gives each node the next block of the pod CIDR, in order,
+// and places the outside VM in the first free /28 of the VNet after the
+// cluster's subnets.
+func (p *Plan) planPodCIDRs() error {
+	block := netip.PrefixFrom(p.PodCIDR.Addr(), NodePodCIDRBits)
+	for i := range p.Nodes {
+		p.Nodes[i].PodCIDR = block
+		block = netip.PrefixFrom(last(block).Next(), NodePodCIDRBits)
+	}
+	after := p.Subnet
+	if p.APIServer != nil {
+		after = p.APIServer.Subnet
+	}
+	sn := nextSubnet(after, MinAPIServerSubnetBits)
+	if !sn.IsValid() || !p.VNet.Contains(sn.Addr()) || sn.Bits() < p.VNet.Bits() {
+		return &FieldError{Field: "properties.masterProfile.vnetCidr", Problem: fmt.Sprintf("the VNet %s has no room after %s for the VM outside the cluster", p.VNet, after)}
+	}
+	p.OutsideSubnet = sn
+	p.Outside = &Node{Name: OutsideVM, Role: "outside", Pool: "outside", PrimaryIP: Usable(sn)[0]}
+	return nil
+}
+
+// nextSubnet is the first /bits prefix after p.
+func nextSubnet(p netip.Prefix, bits int) netip.Prefix {
+	end := last(p).Next()
+	if !end.IsValid() {
+		return netip.Prefix{}
+	}
+	cand := netip.PrefixFrom(end, bits).Masked()
+	if cand.Addr().Less(end) {
+		cand = netip.PrefixFrom(last(cand).Next(), bits)
+	}
+	return cand
 }
 
 func parseMaxPods(field, v string, bad func(string, string, ...any)) int {
@@ -483,12 +630,7 @@ func planAPIServer(p *Plan, prof *struct {
 		sn = v.Masked()
 	} else {
 		// After the cluster subnet, aligned to /28.
-		end := last(p.Subnet).Next()
-		cand := netip.PrefixFrom(end, MinAPIServerSubnetBits).Masked()
-		if cand.Addr().Less(end) {
-			cand = netip.PrefixFrom(last(cand).Next(), MinAPIServerSubnetBits)
-		}
-		sn = cand
+		sn = nextSubnet(p.Subnet, MinAPIServerSubnetBits)
 	}
 	switch {
 	case sn.Bits() > MinAPIServerSubnetBits:

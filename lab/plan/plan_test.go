@@ -143,7 +143,7 @@ func TestInvalid(t *testing.T) {
 		{"negative count", func(m map[string]any) { pool(m)["count"] = -1 }, "", "agentPoolProfiles[0].count", "between 0 and 100"},
 		{"no nodes", func(m map[string]any) { master(m)["count"] = 0; pool(m)["count"] = 0 }, "", "agentPoolProfiles", "no nodes"},
 		{"unknown mode", func(map[string]any) {}, "vepa", "mode", "bridge or transparent"},
-		{"other network plugin", func(m map[string]any) { kc(m)["networkPlugin"] = "kubenet" }, "", "networkPlugin", "azure plugin"},
+		{"other network plugin", func(m map[string]any) { kc(m)["networkPlugin"] = "calico" }, "", "networkPlugin", "azure or kubenet"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := base()
@@ -224,5 +224,37 @@ func TestAPIServerSubnet(t *testing.T) {
 	p, err = d.Plan(Options{})
 	if err != nil || p.APIServer == nil || p.APIServer.VIP.String() != "172.19.0.5" {
 		t.Errorf("seed 003 layout: %+v, %v", p, err)
+	}
+}
+
+func TestModels(t *testing.T) {
+	d, err := ParseDefinition([]byte(Example))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, model := range []string{ModelOverlay, ModelKubenet} {
+		p, err := d.Plan(Options{Model: model, Kubernetes: true})
+		if err != nil {
+			t.Fatalf("Plan(%s): %v", model, err)
+		}
+		if p.Mode != "transparent" || p.PodCIDR != DefaultPodCIDR {
+			t.Errorf("Plan(%s): mode %s, pod CIDR %s; want transparent, %s", model, p.Mode, p.PodCIDR, DefaultPodCIDR)
+		}
+		want := []string{"10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24"}
+		for i, n := range p.Nodes {
+			if len(n.SecondaryIPs) != 0 || n.PodCIDR.String() != want[i] {
+				t.Errorf("Plan(%s): node %s has %d secondary IPs and pod CIDR %s; want none and %s", model, n.Name, len(n.SecondaryIPs), n.PodCIDR, want[i])
+			}
+		}
+		// After the API server's /28 (10.0.16.0/28).
+		if p.Outside == nil || p.OutsideSubnet.String() != "10.0.16.16/28" || p.Outside.PrimaryIP.String() != "10.0.16.20" {
+			t.Errorf("Plan(%s): outside VM %+v in %s; want 10.0.16.20 in 10.0.16.16/28", model, p.Outside, p.OutsideSubnet)
+		}
+	}
+	if p, err := d.Plan(Options{Model: ModelKubenet, Mode: "bridge"}); err != nil || p.Mode != "bridge" {
+		t.Errorf("Plan(kubenet, bridge) = %v, %v; want bridge mode", p, err)
+	}
+	if _, err := d.Plan(Options{Model: "flannel"}); err == nil || !strings.Contains(err.Error(), "model") {
+		t.Errorf("Plan(flannel) = %v, want an error naming the model", err)
 	}
 }

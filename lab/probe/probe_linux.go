@@ -380,3 +380,40 @@ func ServeEcho(l net.Listener) error {
 		}()
 	}
 }
+
+// SourceSeen listens on at in namespace on, connects to it from namespace
+// from, and returns the source address the listener saw: what a peer sees
+// of a client after any NAT on the way. Failures read as a short reason
+// ("no answer", "refused"), for a table.
+func SourceSeen(on string, at netip.AddrPort, from string, timeout time.Duration) string {
+	ln, err := ListenTCP(on, at)
+	if err != nil {
+		return err.Error()
+	}
+	defer ln.Close()
+	seen := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			seen <- err.Error()
+			return
+		}
+		defer c.Close()
+		seen <- addrOf(c.RemoteAddr()).String()
+	}()
+	if err := TCPConnect(from, at, timeout); err != nil {
+		if isTimeout(err) {
+			return "no answer"
+		}
+		if strings.Contains(err.Error(), "refused") {
+			return "refused"
+		}
+		return err.Error()
+	}
+	select {
+	case s := <-seen:
+		return s
+	case <-time.After(timeout):
+		return "no answer"
+	}
+}

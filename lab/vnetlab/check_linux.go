@@ -30,6 +30,7 @@ type Row struct {
 // Matrix is the result of Check.
 type Matrix struct {
 	Lab    string `json:"lab"`
+	Model  string `json:"model,omitempty"`
 	Mode   string `json:"mode"`
 	Rows   []Row  `json:"rows"`
 	Passed int    `json:"passed"`
@@ -57,16 +58,19 @@ func blockedOrReached(err error) string {
 }
 
 // Check probes the lab's connectivity and compares every observation with
-// what the Azure CNI model expects: pods reach each other and the VMs
-// without NAT, reach the internet as their VM's public address, the
-// wireserver's DNS and IMDS; VMs reach pods; host ports reach their pods.
+// what the lab's network model expects (seed 002). Azure CNI: pods reach
+// each other and the VMs without NAT, reach the internet as their VM's
+// public address, the wireserver's DNS and IMDS; VMs reach pods; host ports
+// reach their pods. Overlay and kubenet: the same among the cluster's nodes
+// and pods, and a VM outside the cluster sees pods' traffic come from
+// their node and cannot reach them.
 func Check(ctx context.Context, name string) (*Matrix, error) {
 	l, err := Load(name)
 	if err != nil {
 		return nil, err
 	}
 	f := fabric.Open(l.Spec)
-	m := &Matrix{Lab: name, Mode: l.Mode}
+	m := &Matrix{Lab: name, Model: l.Plan.Model, Mode: l.Mode}
 	add := func(check, from, to, expected, observed string) {
 		r := Row{Check: check, From: from, To: to, Expected: expected, Observed: observed, OK: expected == observed}
 		m.Rows = append(m.Rows, r)
@@ -154,6 +158,22 @@ func Check(ctx context.Context, name string) (*Matrix, error) {
 			add("VM→pod (other VM)", w.Name, label(a)+" "+a.IP.String(), reachable,
 				reach(probe.TCPConnect(f.VMNetNS(w.Name), netip.AddrPortFrom(a.IP, echoPort), probeWait)))
 			add("pod→VM (other VM)", label(a), w.Name+" "+w.PrimaryIP.String(), reachable, reach(probe.Ping(a.NetNS, w.PrimaryIP, probeWait)))
+			// Azure CNI: VNet traffic keeps the pod's address; the pod-CIDR
+			// models translate everything leaving the pod CIDR to the node.
+			src := a.IP.String()
+			if l.Plan.PodCIDRModel() {
+				src = v.PrimaryIP.String()
+			}
+			add("pod→VM (other VM, source seen)", label(a), w.Name+" "+w.PrimaryIP.String(), src,
+				probe.SourceSeen(f.VMNetNS(w.Name), netip.AddrPortFrom(w.PrimaryIP, echoPort+1), a.NetNS, probeWait))
+		}
+		if o := l.Plan.Outside; o != nil {
+			// A VM of the VNet outside the cluster: pods reach it as their
+			// node; it does not reach pods.
+			add("pod→VM outside the cluster (source seen)", label(a), o.Name+" "+o.PrimaryIP.String(), v.PrimaryIP.String(),
+				probe.SourceSeen(f.VMNetNS(o.Name), netip.AddrPortFrom(o.PrimaryIP, echoPort+1), a.NetNS, probeWait))
+			add("VM outside the cluster→pod", o.Name, fmt.Sprintf("%s %s:%d", label(a), a.IP, echoPort), blocked,
+				blockedOrReached(probe.TCPConnect(f.VMNetNS(o.Name), netip.AddrPortFrom(a.IP, echoPort), blockWait)))
 		}
 		add("pod→internet (source seen)", label(a), fabric.InternetHostIP.String(), v.PublicIP.String(), internetSource(a.NetNS))
 		dnsName := v.Name + "." + fabric.DNSSuffix
@@ -248,7 +268,7 @@ func CheckKubernetes(ctx context.Context, name string) (*Matrix, error) {
 		return v.SecondaryIPs
 	}
 	rows, err := l.Kubernetes.Check(ctx, pool)
-	m := &Matrix{Lab: name, Mode: l.Mode}
+	m := &Matrix{Lab: name, Model: l.Plan.Model, Mode: l.Mode}
 	for _, r := range rows {
 		row := Row{Check: r.Check, From: r.From, To: r.To, Expected: r.Expected, Observed: r.Observed, OK: r.Expected == r.Observed}
 		m.Rows = append(m.Rows, row)

@@ -74,11 +74,12 @@ type Lab struct {
 // no pods.
 const ControlPlaneVM = "cp"
 
-// Nodes lists the VMs that carry pods (all but the control plane's).
+// Nodes lists the VMs that carry pods (all but the control plane's and the
+// VM outside the cluster).
 func (l *Lab) Nodes() []fabric.VMSpec {
 	var out []fabric.VMSpec
 	for _, v := range l.Spec.VMs {
-		if v.Name != ControlPlaneVM || l.Plan.APIServer == nil {
+		if (v.Name != ControlPlaneVM || l.Plan.APIServer == nil) && (v.Name != plan.OutsideVM || l.Plan.Outside == nil) {
 			out = append(out, v)
 		}
 	}
@@ -200,6 +201,18 @@ func fabricSpec(name string, p *plan.Plan) fabric.Spec {
 			PublicIP:     netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)}),
 		})
 	}
+	if p.PodCIDRModel() {
+		// Overlay: the fabric routes each node's block to it. kubenet:
+		// the nodes' NICs forward (IP forwarding on), and the route
+		// controller fills the subnet's route table after Build.
+		for i := range p.Nodes {
+			if p.Model == plan.ModelOverlay {
+				s.VMs[i].PodCIDR = p.Nodes[i].PodCIDR
+			} else {
+				s.VMs[i].IPForwarding = true
+			}
+		}
+	}
 	if a := p.APIServer; a != nil {
 		// Seed 003: the API server in a delegated subnet behind an internal
 		// load balancer; the subnet's NSG lets the cluster subnet reach TCP
@@ -212,6 +225,11 @@ func fabricSpec(name string, p *plan.Plan) fabric.Spec {
 			{Source: p.Subnet, Ports: []uint16{443, 4443}},
 			{Source: fabric.AzureLoadBalancerSource, Ports: []uint16{9988}},
 		}}}
+	}
+	if o := p.Outside; o != nil {
+		s.Subnets = append(s.Subnets, p.OutsideSubnet)
+		s.VMs = append(s.VMs, fabric.VMSpec{Name: o.Name, MAC: fabric.HardwareAddr{0x00, 0x0d, 0x3a, 0x00, 0xfe, 0x01},
+			Subnet: p.OutsideSubnet, PrimaryIP: o.PrimaryIP, PublicIP: netip.AddrFrom4([4]byte{198, 51, 100, 250})})
 	}
 	return s
 }

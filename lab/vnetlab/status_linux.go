@@ -13,22 +13,25 @@ import (
 
 // VMStatus is one VM in Status.
 type VMStatus struct {
-	Name      string              `json:"name"`
-	Role      string              `json:"role"`
-	MAC       string              `json:"mac"`
-	PrimaryIP netip.Addr          `json:"primaryIP"`
-	PublicIP  netip.Addr          `json:"publicIP"`
-	PoolSize  int                 `json:"poolSize"`
-	PoolUsed  int                 `json:"poolUsed"`
-	PoolFree  int                 `json:"poolFree"`
-	Pods      int                 `json:"pods"`
-	Drops     fabric.PortCounters `json:"drops"`
-	StateErr  string              `json:"stateError,omitempty"`
+	Name      string     `json:"name"`
+	Role      string     `json:"role"`
+	MAC       string     `json:"mac"`
+	PrimaryIP netip.Addr `json:"primaryIP"`
+	PublicIP  netip.Addr `json:"publicIP"`
+	// PodCIDR is the node's pod CIDR (overlay, kubenet), its pool.
+	PodCIDR  netip.Prefix        `json:"podCIDR,omitzero"`
+	PoolSize int                 `json:"poolSize"`
+	PoolUsed int                 `json:"poolUsed"`
+	PoolFree int                 `json:"poolFree"`
+	Pods     int                 `json:"pods"`
+	Drops    fabric.PortCounters `json:"drops"`
+	StateErr string              `json:"stateError,omitempty"`
 }
 
 // Status is a lab's overview.
 type Status struct {
 	Name         string     `json:"name"`
+	Model        string     `json:"model"`
 	Mode         string     `json:"mode"`
 	VNet         string     `json:"vnet"`
 	Subnet       string     `json:"subnet"`
@@ -57,7 +60,7 @@ func GetStatus(name string) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Status{Name: name, Mode: l.Mode, VNet: l.Plan.VNet.String(), Subnet: l.Plan.Subnet.String(),
+	s := &Status{Name: name, Model: l.Plan.Model, Mode: l.Mode, VNet: l.Plan.VNet.String(), Subnet: l.Plan.Subnet.String(),
 		Up: time.Since(l.Created).Round(time.Second).String(), Complete: l.Complete, Pods: l.Pods}
 	s.DaemonPID, _ = l.daemonPID()
 	if c := l.Kubernetes; c != nil {
@@ -71,12 +74,19 @@ func GetStatus(name string) (*Status, error) {
 		pods[p.VM]++
 	}
 	for i, v := range l.Spec.VMs {
-		role := "control plane"
-		if i < len(l.Plan.Nodes) {
-			role = l.Plan.Nodes[i].Role
+		role, size := "control plane", len(v.SecondaryIPs)
+		var podCIDR netip.Prefix
+		switch {
+		case i < len(l.Plan.Nodes):
+			role, podCIDR = l.Plan.Nodes[i].Role, l.Plan.Nodes[i].PodCIDR
+			if podCIDR.IsValid() {
+				size = 1<<(32-podCIDR.Bits()) - 3 // all but network, gateway, broadcast
+			}
+		case l.Plan.Outside != nil && v.Name == l.Plan.Outside.Name:
+			role = l.Plan.Outside.Role
 		}
 		vs := VMStatus{Name: v.Name, Role: role, MAC: v.MAC.String(), PrimaryIP: v.PrimaryIP,
-			PublicIP: v.PublicIP, PoolSize: len(v.SecondaryIPs), PoolFree: len(v.SecondaryIPs), Pods: pods[v.Name]}
+			PublicIP: v.PublicIP, PodCIDR: podCIDR, PoolSize: size, PoolFree: size, Pods: pods[v.Name]}
 		if cerr == nil {
 			vs.Drops = counters[v.Name]
 		}

@@ -36,6 +36,7 @@ type UpOptions struct {
 	Name       string
 	Definition []byte // a cluster definition; the seed's example when nil
 	Mode       string // bridge or transparent; overrides the definition
+	Model      string // azure-cni, overlay or kubenet; overrides the definition
 	BinDir     string // where the plugins are
 	Executable string // the lab binary (Binary), to start the services daemon; default: this process's
 	Progress   io.Writer
@@ -51,7 +52,7 @@ type UpOptions struct {
 }
 
 // PlanFor validates a definition and plans it, before anything is created.
-func PlanFor(def []byte, mode string, kubernetes bool) (*plan.Plan, error) {
+func PlanFor(def []byte, mode, model string, kubernetes bool) (*plan.Plan, error) {
 	if def == nil {
 		def = []byte(plan.Example)
 	}
@@ -59,7 +60,7 @@ func PlanFor(def []byte, mode string, kubernetes bool) (*plan.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := d.Plan(plan.Options{Mode: mode, Kubernetes: kubernetes})
+	p, err := d.Plan(plan.Options{Mode: mode, Model: model, Kubernetes: kubernetes})
 	if err != nil {
 		return nil, err
 	}
@@ -81,12 +82,16 @@ func Up(ctx context.Context, o UpOptions) (*Lab, error) {
 		return nil, err
 	}
 	done := step("plan the VNet")
-	p, err := PlanFor(o.Definition, o.Mode, o.Kubernetes)
+	p, err := PlanFor(o.Definition, o.Mode, o.Model, o.Kubernetes)
 	if err != nil {
 		return nil, err
 	}
 	used, usable := p.Utilisation()
-	done(fmt.Sprintf("%d VMs, subnet %s, %d of %d addresses (%s mode)", len(p.Nodes), p.Subnet, used, usable, p.Mode))
+	pods := ""
+	if p.PodCIDRModel() {
+		pods = fmt.Sprintf(", pods in %s", p.PodCIDR)
+	}
+	done(fmt.Sprintf("%d VMs, subnet %s, %d of %d addresses%s (%s, %s mode)", len(p.Nodes), p.Subnet, used, usable, pods, p.Model, p.Mode))
 
 	done = step("check the plugins")
 	if err := checkBinaries(o.BinDir); err != nil {
@@ -122,10 +127,23 @@ func Up(ctx context.Context, o UpOptions) (*Lab, error) {
 	}
 
 	done = step("build the fabric, VMs and internet")
-	if _, err := fabric.Build(l.Spec); err != nil {
+	f, err := fabric.Build(l.Spec)
+	if err != nil {
 		return nil, err
 	}
 	done(fmt.Sprintf("namespaces %s-fab, %s-inet and %d VMs", l.Name, l.Name, len(l.Spec.VMs)))
+
+	if l.Plan.Model == plan.ModelKubenet {
+		done = step("program the subnet's route table (kubenet's route controller)")
+		if err := l.routeNodes(ctx, f); err != nil {
+			return nil, err
+		}
+		l.Spec = f.Spec()
+		if err := l.save(); err != nil {
+			return nil, err
+		}
+		done(fmt.Sprintf("route table %s: %d routes", kubenetRouteTable, len(l.Plan.Nodes)))
+	}
 
 	done = step("install the plugins and conflist on each VM, forwarding on")
 	for _, v := range l.Nodes() {
@@ -236,6 +254,11 @@ func (l *Lab) installVM(vm, binDir string) error {
 	if err != nil {
 		return err
 	}
+	if l.Plan.PodCIDRModel() {
+		if cl, err = l.modelConflist(vm); err != nil {
+			return err
+		}
+	}
 	return os.WriteFile(filepath.Join(d, "net.d", conf.FileName), cl, 0o644)
 }
 
@@ -323,8 +346,9 @@ func (l *Lab) daemonPID() (int, bool) {
 		return 0, false
 	}
 	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-	want := []string{"lab", "serve", "--name", l.Name}
-	if len(args) < len(want)+1 || !reflect.DeepEqual(args[len(args)-len(want):], want) {
+	// The daemon is "vnetctl-lab serve --name NAME" (startDaemon).
+	want := []string{"serve", "--name", l.Name}
+	if len(args) < len(want)+1 || !reflect.DeepEqual(args[len(args)-len(want):], want) || !isLabProcess(args, l.Name) {
 		return 0, false
 	}
 	return pid, true
@@ -371,7 +395,14 @@ func (l *Lab) cluster(k8sBinDir, toolsDir string) *k8slab.Cluster {
 			Name: v.Name, NetNS: netns.Path(f.VMNetNS(v.Name)), IP: v.PrimaryIP, MaxPods: l.Plan.Nodes[i].MaxPods,
 			CNIBinDir: filepath.Join(d, "bin"), CNIConf: filepath.Join(d, "net.d"),
 			StateDir: filepath.Join(d, "state"), LogFile: filepath.Join(d, "azure-vnet.log"),
+			PodCIDR: l.Plan.Nodes[i].PodCIDR,
 		})
+	}
+	if l.Plan.PodCIDRModel() {
+		c.PodSubnet = l.Plan.PodCIDR
+	}
+	if o := l.Plan.Outside; o != nil {
+		c.Outside = &k8slab.VM{Name: o.Name, NetNS: netns.Path(f.VMNetNS(o.Name)), IP: o.PrimaryIP}
 	}
 	return c
 }

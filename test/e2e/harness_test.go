@@ -104,7 +104,15 @@ type clusterOpts struct {
 	// NIC's secondary IPs on eth0, a FORWARD policy of DROP) that every
 	// test meets otherwise.
 	cleanVM bool
+	// model, "overlay" or "kubenet", gives VM i the pod CIDR podCIDR(i)
+	// in its conflist, and the fabric that model's routing.
+	model string
 }
+
+// clusterCIDR and podCIDR are the pod-CIDR models' address spaces.
+var clusterCIDR = netip.MustParsePrefix("10.244.0.0/16")
+
+func podCIDR(i int) netip.Prefix { return netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", i+1)) }
 
 var subnet = netip.MustParsePrefix("10.0.0.0/24")
 
@@ -128,6 +136,12 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 		for k := 0; k < o.secondaries; k++ {
 			v.SecondaryIPs = append(v.SecondaryIPs, netip.AddrFrom4([4]byte{10, 0, 0, byte(10*(i+1) + k)}))
 		}
+		switch o.model {
+		case "overlay":
+			v.PodCIDR = podCIDR(i)
+		case "kubenet":
+			v.IPForwarding = true
+		}
 		spec.VMs = append(spec.VMs, v)
 	}
 	if !o.cleanVM {
@@ -135,9 +149,16 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 	}
 	f, svc := fabrictest.Start(t, spec)
 	c := &cluster{t: t, f: f, svc: svc}
-	for _, v := range spec.VMs {
+	if o.model == "kubenet" {
+		routeNodes(t, f, spec)
+	}
+	for i, v := range spec.VMs {
 		dir := t.TempDir()
-		list, err := libcni.ConfListFromBytes(o.conflist)
+		conf := o.conflist
+		if o.model != "" {
+			conf = withPodCIDR(t, conf, o.model, podCIDR(i))
+		}
+		list, err := libcni.ConfListFromBytes(conf)
 		if err != nil {
 			t.Fatalf("parse conflist: %v", err)
 		}

@@ -43,20 +43,28 @@ const twoNodes = `{"properties": {
   "masterProfile": {"count": 0, "vnetCidr": "10.2.0.0/16"},
   "agentPoolProfiles": [{"name": "pool", "count": 2}]}}`
 
+// TestCluster runs the cluster in each mode of Azure CNI, and in the
+// overlay model in transparent mode (Azure's form of it) and the kubenet
+// model in bridge mode (upstream kubenet's cbr0 form).
 func TestCluster(t *testing.T) {
-	for _, mode := range []string{"bridge", "transparent"} {
-		t.Run(mode, func(t *testing.T) { testCluster(t, mode) })
+	for _, tc := range []struct{ name, mode, model string }{
+		{"bridge", "bridge", ""},
+		{"transparent", "transparent", ""},
+		{"overlay", "transparent", "overlay"},
+		{"kubenet", "bridge", "kubenet"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testCluster(t, tc.mode, tc.model) })
 	}
 }
 
-func testCluster(t *testing.T, mode string) {
+func testCluster(t *testing.T, mode, model string) {
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	name := "k" + hex.EncodeToString(b)
 	ctx := context.Background()
 	start := time.Now()
 	t.Cleanup(func() { _ = vnetlab.Down(name) })
-	l, err := vnetlab.Up(ctx, vnetlab.UpOptions{Name: name, Definition: []byte(twoNodes), Mode: mode, BinDir: binDir,
+	l, err := vnetlab.Up(ctx, vnetlab.UpOptions{Name: name, Definition: []byte(twoNodes), Mode: mode, Model: model, BinDir: binDir,
 		Executable: filepath.Join(binDir, vnetlab.Binary), Kubernetes: true, K8sBinDir: k8sBinDir, Progress: testWriter{t}})
 	if err != nil {
 		t.Fatalf("lab up --kubernetes: %v", err)
