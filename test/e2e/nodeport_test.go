@@ -20,7 +20,12 @@ const nodePort = 31435
 func TestNodePortThroughAnotherNode(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
-			c := newCluster(t, clusterOpts{vms: 3, secondaries: 2, conflist: conflist(t, "1.1.0", mode, nil)})
+			// Clean VMs: a FORWARD policy of DROP set by another firewall
+			// (Docker's) is for that firewall and kube-proxy to open for
+			// Services (kube-proxy's iptables mode adds KUBE-FORWARD); the
+			// plugin accepts its own pods' traffic only, and a node
+			// without pods has none (TestForwardDrop covers that path).
+			c := newCluster(t, clusterOpts{vms: 3, secondaries: 2, conflist: conflist(t, "1.1.0", mode, nil), cleanVM: true})
 			for _, m := range c.vms {
 				m.install(t)
 			}
