@@ -20,12 +20,18 @@ func init() { extraCommands = append(extraCommands, newLabCmd) }
 const labBinary = "vnetctl-lab"
 
 func newLabCmd() *cobra.Command {
+	return helperCmd("lab", "An emulated Azure virtual network on this machine (runs "+labBinary+")", findLab)
+}
+
+// helperCmd is a vnetctl command that hands its arguments to another
+// binary, found by find, replacing this process.
+func helperCmd(use, short string, find func() (string, error)) *cobra.Command {
 	return &cobra.Command{
-		Use:                "lab",
-		Short:              "An emulated Azure virtual network on this machine (runs " + labBinary + ")",
+		Use:                use,
+		Short:              short,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			exe, err := findLab()
+			exe, err := find()
 			if err != nil {
 				return err
 			}

@@ -1,9 +1,6 @@
 package cli
 
 import (
-	"os"
-	"syscall"
-
 	"github.com/spf13/cobra"
 )
 
@@ -15,16 +12,7 @@ func init() { extraCommands = append(extraCommands, newPolicyCmd) }
 const policyBinary = "vnetctl-policy"
 
 func newPolicyCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:                "policy",
-		Short:              "Kubernetes network policy: explain a connection (runs " + policyBinary + ")",
-		DisableFlagParsing: true,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			exe, err := findHelper(policyBinary, "%s is neither beside vnetctl nor on PATH (make build puts it in bin/; the release ships it beside vnetctl)")
-			if err != nil {
-				return err
-			}
-			return syscall.Exec(exe, append([]string{exe}, args...), os.Environ())
-		},
-	}
+	return helperCmd("policy", "Kubernetes network policy: explain a connection (runs "+policyBinary+")", func() (string, error) {
+		return findHelper(policyBinary, "%s is neither beside vnetctl nor on PATH (make build puts it in bin/; the release ships it beside vnetctl)")
+	})
 }
