@@ -18,11 +18,7 @@ bins=(e2e.test ginkgo agnhost)
 ldflags="-s -w $(k8s_version_ldflags "$K8S_VERSION")"
 stamp="$K8S_VERSION $ldflags"
 
-have_all() {
-  for b in "${bins[@]}"; do [ -x "$cache/$b" ] || return 1; done
-  [ "$(cat "$cache/.stamp" 2>/dev/null)" = "$stamp" ]
-}
-if have_all; then echo "$cache"; exit 0; fi
+if k8s_cached "$cache" "$stamp" "${bins[@]}"; then echo "$cache"; exit 0; fi
 mkdir -p "$cache"
 
 work=$(mktemp -d)
@@ -45,5 +41,5 @@ CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$cache/gi
 CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$cache/agnhost" k8s.io/kubernetes/test/images/agnhost >&2
 CGO_ENABLED=0 GOFLAGS=-mod=mod go test -c -trimpath -ldflags "$ldflags" -o "$cache/e2e.test" k8s.io/kubernetes/test/e2e >&2
 echo "$stamp" >"$cache/.stamp"
-have_all || { echo "e2e-binaries: missing binaries in $cache" >&2; exit 1; }
+k8s_cached "$cache" "$stamp" "${bins[@]}" || { echo "e2e-binaries: missing binaries in $cache" >&2; exit 1; }
 echo "$cache"

@@ -26,11 +26,7 @@ bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy k
 ldflags="-s -w $(k8s_version_ldflags "$K8S_VERSION")"
 stamp="$K8S_VERSION coredns=$COREDNS_VERSION $ldflags"
 
-have_all() {
-  for b in "${bins[@]}"; do [ -x "$cache/$b" ] || return 1; done
-  [ "$(cat "$cache/.stamp" 2>/dev/null)" = "$stamp" ]
-}
-if have_all; then echo "$cache"; exit 0; fi
+if k8s_cached "$cache" "$stamp" "${bins[@]}"; then echo "$cache"; exit 0; fi
 mkdir -p "$cache"
 
 work=$(mktemp -d)
@@ -64,5 +60,5 @@ GOBIN="$cache" CGO_ENABLED=0 go install "github.com/coredns/coredns@$COREDNS_VER
 # versions make the same packages, so it builds on this build's cache.
 mkdir -p "$cache/.wrapper" && cp go.mod go.sum "$cache/.wrapper/"
 echo "$stamp" > "$cache/.stamp"
-have_all || { echo "k8s-binaries: missing binaries in $cache" >&2; exit 1; }
+k8s_cached "$cache" "$stamp" "${bins[@]}" || { echo "k8s-binaries: missing binaries in $cache" >&2; exit 1; }
 echo "$cache"

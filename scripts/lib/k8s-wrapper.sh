@@ -32,3 +32,12 @@ k8s_version_ldflags() {
   echo "-X $vpkg.gitVersion=$version -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean" \
     "-X $cpkg.gitVersion=$version -X $cpkg.gitMajor=1 -X $cpkg.gitMinor=$minor"
 }
+
+# k8s_cached CACHE STAMP BIN...: whether every BIN is in CACHE, built with
+# STAMP (the version and flags a rebuild is keyed by).
+k8s_cached() {
+  local cache=$1 stamp=$2 b
+  shift 2
+  for b in "$@"; do [ -x "$cache/$b" ] || return 1; done
+  [ "$(cat "$cache/.stamp" 2>/dev/null)" = "$stamp" ]
+}
