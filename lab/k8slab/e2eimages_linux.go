@@ -4,14 +4,22 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/vnetcni/vnetcni/lab/ociimage"
 	"github.com/vnetcni/vnetcni/lab/runtimes"
@@ -83,6 +91,10 @@ func WriteE2EImages(dir string, refs []string, src E2ESources) ([]string, error)
 	if err != nil {
 		return nil, err
 	}
+	cert, key, err := porterTLS()
+	if err != nil {
+		return nil, err
+	}
 	var out []string
 	for _, ref := range refs {
 		kind, ok := e2eImageKind(ref)
@@ -96,7 +108,10 @@ func WriteE2EImages(dir string, refs []string, src E2ESources) ([]string, error)
 			// the tools of its Alpine base from the Debian one.
 			img.Base, img.Entrypoint, img.Cmd = rootfs, []string{"/agnhost"}, []string{"pause"}
 			img.Files = []ociimage.File{{Path: "agnhost", Mode: 0o755, Data: agnhost}, {Path: "agnhost-2", Link: "agnhost"},
-				{Path: "uploads/.keep", Mode: 0o644}}
+				{Path: "uploads/.keep", Mode: 0o644},
+				// porter's default CERT_FILE and KEY_FILE, relative to its
+				// working directory /: the proxy spec's TLS ports need them.
+				{Path: "localhost.crt", Mode: 0o644, Data: cert}, {Path: "localhost.key", Mode: 0o600, Data: key}}
 		case "busybox":
 			img.Cmd, img.Files = []string{"sh"}, busybox
 		case "nginx":
@@ -200,4 +215,42 @@ func (c *Cluster) ImportImages(ctx context.Context, tars []string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// porterTLS is the pair upstream's agnhost image carries for `porter`'s TLS
+// ports: a self-signed CA certificate for 127.0.0.1, ::1 and example.com,
+// valid from 1970 for a century (as upstream's, made with Go's
+// generate_cert). Generated per build; nothing checks its identity.
+func porterTLS() (certPEM, keyPEM []byte, err error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, nil, fmt.Errorf("porter TLS key: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	if err != nil {
+		return nil, nil, fmt.Errorf("porter TLS serial: %w", err)
+	}
+	start := time.Unix(0, 0).UTC()
+	tmpl := x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{Organization: []string{"Acme Co"}},
+		NotBefore:             start,
+		NotAfter:              start.Add(1000000 * time.Hour),
+		KeyUsage:              x509.KeyUsageKeyEncipherment | x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		DNSNames:              []string{"example.com"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("porter TLS certificate: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("porter TLS key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
 }
