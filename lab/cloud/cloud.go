@@ -4,9 +4,10 @@
 // asynchronously, returning an operation to poll, as ARM's PUT and DELETE
 // do. Carrying out a write changes the emulated fabric.
 //
-// Route tables (with their routes and subnet associations) are the first
-// resource; load balancers, NSGs, public IPs and NIC IP configurations are
-// meant to join them behind the same operations. Controllers — the route
+// Route tables (with their routes and subnet associations) and network
+// interfaces (with their IP configurations) are the resources so far; load
+// balancers, NSGs and public IPs are meant to join them behind the same
+// operations. ArmHandler serves them over HTTP as ARM's REST API does. Controllers — the route
 // controller of a kubenet cluster, later a LoadBalancer Service controller
 // and the dynamic-IP controller — use this API and nothing else.
 package cloud
@@ -109,21 +110,31 @@ type Operation struct {
 	Error  *Error `json:"error,omitempty"`
 }
 
-// Cloud serves one lab's resources. Writes are carried out one at a time,
-// in the order accepted.
+// Cloud serves one lab's resources. Writes to one resource are carried
+// out one at a time, in the order accepted, each after the cloud's
+// operation latency; writes to different resources run side by side, as
+// ARM's do.
 type Cloud struct {
 	fab     Fabric
+	nicFab  NICFabric               // nil: the fabric has no NICs to write
 	prefix  string                  // resource ID prefix of the resource group
 	subnets map[string]netip.Prefix // subnet ID → prefix
 
-	mu     sync.Mutex
-	tables map[string]*RouteTable
-	ops    map[string]*Operation
-	done   map[string]chan struct{}
-	seq    int
-	queue  chan func()
-	closed bool
+	fabMu sync.Mutex // one fabric change at a time
+
+	mu      sync.Mutex
+	latency time.Duration
+	tables  map[string]*RouteTable
+	nics    map[string]*NetworkInterface
+	nicVM   map[string]string // NIC name → VM name
+	ops     map[string]*Operation
+	done    map[string]chan struct{}
+	queues  map[string][]func() // per resource ID, writes accepted and not yet run
+	seq     int
 }
+
+// Location is the lab region's name, as ARM resources carry one.
+const Location = "lab"
 
 // Subnet names a subnet of the lab's VNet.
 type Subnet struct {
@@ -132,37 +143,42 @@ type Subnet struct {
 }
 
 // New serves the resources of resource group rg and virtual network vnet,
-// whose subnets are subnets, carrying writes out on f. Close stops it.
+// whose subnets are subnets, carrying writes out on f. When f can also
+// change NICs (NICFabric), every VM's network interface is a resource.
+// Close stops it.
 func New(f Fabric, rg, vnet string, subnets []Subnet) *Cloud {
 	c := &Cloud{
 		fab:     f,
-		prefix:  "/subscriptions/lab/resourceGroups/" + rg + "/providers/Microsoft.Network",
+		prefix:  "/subscriptions/" + Subscription + "/resourceGroups/" + rg + "/providers/Microsoft.Network",
 		subnets: map[string]netip.Prefix{},
 		tables:  map[string]*RouteTable{},
+		nics:    map[string]*NetworkInterface{},
+		nicVM:   map[string]string{},
 		ops:     map[string]*Operation{},
 		done:    map[string]chan struct{}{},
-		queue:   make(chan func(), 1024),
+		queues:  map[string][]func(){},
 	}
+	c.nicFab, _ = f.(NICFabric)
 	for _, s := range subnets {
 		c.subnets[c.SubnetID(vnet, s.Name)] = s.Prefix
 	}
-	go func() {
-		for fn := range c.queue {
-			fn()
-		}
-	}()
 	return c
 }
 
-// Close stops carrying out writes once those accepted are done.
-func (c *Cloud) Close() {
+// Subscription is the lab's subscription ID.
+const Subscription = "lab"
+
+// SetLatency makes every write accepted from now on wait d before it is
+// carried out (Azure's take about a second; the default is none).
+func (c *Cloud) SetLatency(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.closed {
-		c.closed = true
-		close(c.queue)
-	}
+	c.latency = d
 }
+
+// Close says the caller is done with the cloud. Writes already accepted
+// are still carried out; their operations can still be waited for.
+func (c *Cloud) Close() {}
 
 // Adopt records route tables the fabric already has (a lab being repaired)
 // as existing resources, without writing anything.
@@ -254,7 +270,7 @@ func (c *Cloud) DeleteRouteTable(name string) (*Operation, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.tables, name)
-	return c.startLocked(func() error { return c.fab.DeleteRouteTable(name) }, nil), nil
+	return c.startLocked(c.RouteTableID(name), func() error { return c.fab.DeleteRouteTable(name) }, nil), nil
 }
 
 func (c *Cloud) putLocked(rt RouteTable) (*Operation, error) {
@@ -272,7 +288,7 @@ func (c *Cloud) putLocked(rt RouteTable) (*Operation, error) {
 	}
 	stored := rt
 	c.tables[rt.Name] = &stored
-	return c.startLocked(func() error { return c.fab.SetRouteTable(ft) }, func(ok bool) {
+	return c.startLocked(rt.ID, func() error { return c.fab.SetRouteTable(ft) }, func(ok bool) {
 		state := StateSucceeded
 		if !ok {
 			state = StateFailed
@@ -321,16 +337,20 @@ func (c *Cloud) toFabric(rt RouteTable) (fabric.RouteTable, error) {
 	return ft, nil
 }
 
-// startLocked queues fn as a new operation; finish runs under the lock
-// with its outcome.
-func (c *Cloud) startLocked(fn func() error, finish func(ok bool)) *Operation {
+// startLocked queues fn as a new operation on resource; finish runs under
+// the lock with its outcome.
+func (c *Cloud) startLocked(resource string, fn func() error, finish func(ok bool)) *Operation {
 	c.seq++
-	op := &Operation{ID: fmt.Sprintf("%s/operations/%d", c.prefix, c.seq), Status: StateInProgress}
+	op := &Operation{ID: fmt.Sprintf("%s/locations/%s/operations/%d", c.prefix, Location, c.seq), Status: StateInProgress}
 	c.ops[op.ID] = op
 	done := make(chan struct{})
 	c.done[op.ID] = done
+	latency := c.latency
 	run := func() {
+		time.Sleep(latency)
+		c.fabMu.Lock()
 		err := fn()
+		c.fabMu.Unlock()
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if err != nil {
@@ -343,12 +363,29 @@ func (c *Cloud) startLocked(fn func() error, finish func(ok bool)) *Operation {
 		}
 		close(done)
 	}
-	if c.closed {
-		go run()
-	} else {
-		c.queue <- run
+	q, busy := c.queues[resource]
+	c.queues[resource] = append(q, run)
+	if !busy {
+		go c.drain(resource)
 	}
 	return &Operation{ID: op.ID, Status: op.Status}
+}
+
+// drain runs resource's accepted writes in order until none is left.
+func (c *Cloud) drain(resource string) {
+	for {
+		c.mu.Lock()
+		q := c.queues[resource]
+		if len(q) == 0 {
+			delete(c.queues, resource)
+			c.mu.Unlock()
+			return
+		}
+		next := q[0]
+		c.queues[resource] = q[1:]
+		c.mu.Unlock()
+		next()
+	}
 }
 
 // Operation returns an operation's current status.
