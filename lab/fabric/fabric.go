@@ -20,6 +20,10 @@ type Fabric struct {
 	opMu sync.Mutex   // serialises changes to the kernel
 	mu   sync.RWMutex // guards spec
 	spec Spec
+	// identity issues IMDS's managed-identity tokens; management is the
+	// cloud's API on the internet host (both optional: SetManagement).
+	identity   *azurefake.Tokens
+	management http.Handler
 	// sim is set by Simulate: every VM's port is the one interface SimPort
 	// and there are no port filters.
 	sim bool
@@ -130,9 +134,49 @@ func (f *Fabric) WireserverHandler() http.Handler {
 	})
 }
 
+// ManagementHost is the name of the cloud's management API (Azure Resource
+// Manager's), served on the internet host when the fabric has one.
+const ManagementHost = "management.azure.com"
+
+// SetManagement gives the fabric a management API, served as
+// http://management.azure.com/ on the internet host, and a managed identity
+// for every VM: IMDS's token endpoint answers each VM with a token of
+// tokens naming the VM. Call it before Serve.
+func (f *Fabric) SetManagement(h http.Handler, tokens azurefake.Tokens) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.management, f.identity = h, &tokens
+}
+
 // IMDSHandler serves the IMDS network document to the VM that holds the
 // caller's address; the primary address carries the VM's public address.
+// With a management API it also serves the VM's managed-identity tokens.
 func (f *Fabric) IMDSHandler() http.Handler {
+	f.mu.RLock()
+	tokens := f.identity
+	f.mu.RUnlock()
+	network := f.imdsNetwork()
+	if tokens == nil {
+		return network
+	}
+	identity := azurefake.Identity(*tokens, func(r *http.Request) (string, bool) {
+		ap, err := netip.ParseAddrPort(r.RemoteAddr)
+		if err != nil {
+			return "", false
+		}
+		v, ok := f.owner(ap.Addr().Unmap())
+		return v.Name, ok
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.TrimRight(r.URL.Path, "/") == azurefake.IdentityPath {
+			identity.ServeHTTP(w, r)
+			return
+		}
+		network.ServeHTTP(w, r)
+	})
+}
+
+func (f *Fabric) imdsNetwork() http.Handler {
 	return azurefake.IMDS(func(src netip.Addr) ([]nic.Interface, func(netip.Addr) string, bool) {
 		v, ok := f.owner(src)
 		if !ok {
@@ -157,6 +201,35 @@ func managementHandler() http.Handler {
 	})
 }
 
+func (f *Fabric) hasManagement() bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.management != nil
+}
+
+// internetHostHandler is the internet host's HTTP server: the management
+// API for its name, the caller's address for any other.
+func (f *Fabric) internetHostHandler() http.Handler {
+	f.mu.RLock()
+	mgmt := f.management
+	f.mu.RUnlock()
+	echo := internetHandler()
+	if mgmt == nil {
+		return echo
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if strings.EqualFold(host, ManagementHost) {
+			mgmt.ServeHTTP(w, r)
+			return
+		}
+		echo.ServeHTTP(w, r)
+	})
+}
+
 // internetHandler answers with the caller's source address, so a VM can
 // see what its traffic was SNATed to.
 func internetHandler() http.Handler {
@@ -176,6 +249,9 @@ func internetHandler() http.Handler {
 func (f *Fabric) resolve(name string) (netip.Addr, bool) {
 	name = strings.TrimSuffix(strings.ToLower(name), ".")
 	if name == InternetHostName {
+		return InternetHostIP, true
+	}
+	if name == ManagementHost && f.hasManagement() {
 		return InternetHostIP, true
 	}
 	vm, ok := strings.CutSuffix(name, "."+DNSSuffix)

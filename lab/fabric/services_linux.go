@@ -85,7 +85,7 @@ func (s *Services) Start(name string) error {
 	case ServiceIMDS:
 		err = srv.serveHTTP(s.f.FabricNetNS(), netip.AddrPortFrom(IMDSIP, 80), s.f.IMDSHandler())
 	case ServiceInternet:
-		err = srv.serveHTTP(s.f.InternetNetNS(), netip.AddrPortFrom(InternetHostIP, 80), internetHandler())
+		err = srv.serveHTTP(s.f.InternetNetNS(), netip.AddrPortFrom(InternetHostIP, 80), s.f.internetHostHandler())
 	default:
 		return fmt.Errorf("start service %q: unknown service, want one of %v", name, ServiceNames())
 	}

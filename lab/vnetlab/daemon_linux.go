@@ -20,15 +20,24 @@ import (
 	"github.com/vnetcni/vnetcni/lab/probe"
 )
 
-// Serve runs a lab's services — wireserver, DNS, IMDS, internet host — until
-// SIGTERM or SIGINT. Its control socket starts and stops single services,
+// Serve runs a lab's services — wireserver, DNS, IMDS (with the VMs'
+// managed-identity tokens), internet host, the cloud's management API
+// (http://management.azure.com/, ARM-shaped: lab/cloud) — until SIGTERM or
+// SIGINT. Its control socket starts and stops single services,
 // to inject faults: POST /services/<name>/stop and /services/<name>/start.
 func Serve(ctx context.Context, name string, log *slog.Logger) error {
 	l, err := Load(name)
 	if err != nil {
 		return err
 	}
-	svc, err := fabric.Open(l.Spec).Serve()
+	f := fabric.Open(l.Spec)
+	c, arm, tokens, err := l.management(f)
+	if err != nil {
+		return fmt.Errorf("lab cloud API: %w", err)
+	}
+	defer c.Close()
+	f.SetManagement(arm, tokens)
+	svc, err := f.Serve()
 	if err != nil {
 		return fmt.Errorf("start lab services: %w", err)
 	}
