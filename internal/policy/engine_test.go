@@ -123,3 +123,27 @@ func TestRunSyncsUpdates(t *testing.T) {
 		}
 	}
 }
+
+// TestRunWaitsForReady: updates before SetReady (informers still filling)
+// do not touch the kernel, so an agent restarting keeps the previous
+// table in force; SetReady syncs at once.
+func TestRunWaitsForReady(t *testing.T) {
+	k := &Fake{}
+	e := NewEngine(k)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.Run(ctx, nil)
+	e.Update(func(m *Model) { m.SetPod(mkPod("shop", "db", "", "tier=database")) })
+	time.Sleep(50 * time.Millisecond)
+	if k.Replaces+k.Updates != 0 {
+		t.Fatalf("kernel touched before SetReady: %d replaces, %d updates", k.Replaces, k.Updates)
+	}
+	e.SetReady()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Applied() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no sync after SetReady")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
