@@ -46,6 +46,16 @@ func (a *Agent) startPolicy(ctx context.Context, wg *sync.WaitGroup) error {
 	if err != nil {
 		return fmt.Errorf("network policy: %w", err)
 	}
+	a.runPolicy(ctx, wg, client, nft, pc.NodeName)
+	a.log.Info("network policy on: watching pods, namespaces and networkpolicies", "node", pc.NodeName, "kubeconfig", pc.Kubeconfig)
+	return nil
+}
+
+// runPolicy hosts the engine over a kernel table and an API client: the
+// informers feed it, its Run keeps the kernel in step, the agent's plugin
+// and socket serve EnsurePod from it. The table is closed (not removed:
+// pods stay enforced) when ctx ends.
+func (a *Agent) runPolicy(ctx context.Context, wg *sync.WaitGroup, client kubernetes.Interface, nft *policy.Nftables, nodeName string) {
 	e := policy.NewEngine(nft)
 	ensures := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "vnetd_policy_ensure_duration_seconds",
@@ -59,7 +69,7 @@ func (a *Agent) startPolicy(ctx context.Context, wg *sync.WaitGroup) error {
 	a.metrics.reg.MustRegister(ensures, syncErrs, newPolicyCollector(e, nft.Counters))
 	h := &policyHost{
 		engine:   e,
-		nodeName: pc.NodeName,
+		nodeName: nodeName,
 		wait:     informerWait,
 		getPod: func(ctx context.Context, ns, name string) (*corev1.Pod, error) {
 			return client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
@@ -93,14 +103,12 @@ func (a *Agent) startPolicy(ctx context.Context, wg *sync.WaitGroup) error {
 	go func() {
 		defer wg.Done()
 		start := time.Now()
-		if err := policyk8s.Start(ctx, client, pc.NodeName, e); err != nil {
+		if err := policyk8s.Start(ctx, client, nodeName, e); err != nil {
 			a.log.Error("network policy informers", "err", err)
 			return
 		}
 		pods, nss, pols := 0, 0, 0
 		e.View(func(m *policy.Model) { pods, nss, pols = m.Counts() })
-		a.log.Info("network policy enforced", "node", pc.NodeName, "pods", pods, "namespaces", nss, "networkpolicies", pols, "after", time.Since(start).Round(time.Millisecond))
+		a.log.Info("network policy enforced", "node", nodeName, "pods", pods, "namespaces", nss, "networkpolicies", pols, "after", time.Since(start).Round(time.Millisecond))
 	}()
-	a.log.Info("network policy on: watching pods, namespaces and networkpolicies", "node", pc.NodeName, "kubeconfig", pc.Kubeconfig)
-	return nil
 }
