@@ -111,16 +111,17 @@ func TestRunSyncsUpdates(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go e.Run(ctx, nil)
+	e.SetReady()
 	e.Update(func(m *Model) {
 		m.SetPod(mkPod("shop", "db", "10.0.0.12", "tier=database"))
 		m.SetPolicy(mkPolicy("shop", "deny", "", types(netv1.PolicyTypeIngress)))
 	})
+	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(k.Dump(), "10.0.0.12 : jump") {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(5 * time.Millisecond):
+		if time.Now().After(deadline) {
+			t.Fatalf("update not synced after 10s:\n%s", k.Dump())
 		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
