@@ -92,7 +92,9 @@ func (c *Cluster) nodeDir(name string) string { return c.path("nodes", name) }
 
 // AgentKubeconfig is the kubeconfig a VM's vnetd reads the API with, for
 // network policy (identity AgentUser, server the VIP).
-func (c *Cluster) AgentKubeconfig(node string) string { return c.path("nodes", node, "vnetd.kubeconfig") }
+func (c *Cluster) AgentKubeconfig(node string) string {
+	return c.path("nodes", node, "vnetd.kubeconfig")
+}
 
 // AgentUser is who the lab's vnetd agents are to the API server; the
 // ClusterRole vnetcni:vnetd (vnetd-rbac.yaml) lets them read pods,
