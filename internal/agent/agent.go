@@ -37,6 +37,7 @@ type Config struct {
 	Resync      time.Duration // full reconcile at least this often
 	PoolRefresh time.Duration // how often the refresher looks at the pools
 	MaxInFlight int           // CNI commands run at once; more wait
+	Policy      PolicyConfig  // Kubernetes network policy (policy.go)
 	Log         *slog.Logger
 }
 
@@ -71,6 +72,7 @@ type Agent struct {
 	ready    bool
 	lastPass time.Time
 	repairs  map[string]int
+	pol      *policyHost // nil: policy off
 }
 
 // New returns an agent; nothing is opened until Run.
@@ -150,6 +152,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			return err
 		}
 		defer srv.Close()
+	}
+	if err := a.startPolicy(ctx, &wg); err != nil {
+		ln.Close()
+		return err
 	}
 	wg.Add(3)
 	go func() { defer wg.Done(); errc <- a.serve(ctx, ln) }()

@@ -67,6 +67,9 @@ func (a *Agent) run(req *agentapi.Request) *agentapi.Response {
 		a.log.Warn("request from another network namespace; the plugin runs it itself", "cmd", req.Command, "container", req.ContainerID)
 		return &agentapi.Response{Proto: agentapi.Proto, Version: buildinfo.String(), Foreign: true}
 	}
+	if resp, ok := a.servePolicy(req); ok {
+		return resp
+	}
 	p, ok := a.runners[req.Plugin]
 	if !ok {
 		return &agentapi.Response{Proto: agentapi.Proto, Version: buildinfo.String(),

@@ -59,6 +59,8 @@ type Request struct {
 	// runtime meant. An agent of another namespace (a VM's namespace
 	// deleted and made anew under a live agent) does not serve it.
 	HostNetNS string `json:"hostNetns,omitempty"`
+	// Pod is the pod of a PolicyEnsureCommand or PolicyReleaseCommand.
+	Pod *PolicyPod `json:"pod,omitempty"`
 }
 
 // Response is the outcome of a Request.

@@ -120,6 +120,18 @@ func (p *Plugin) add(args *skel.CmdArgs, tr *tracer) (err error) {
 			return err
 		}
 	}
+	// Policy before traffic: the pod's isolation is in the kernel before
+	// it has an interface.
+	unpolicy, err := p.ensurePolicy(conf, pa, ip)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			unpolicy()
+		}
+	}()
+	tr.mark("policy")
 	// The pod is recorded: a DEL of the network's last other pod no longer
 	// removes the accepts this adds.
 	if err := n.ensureForward(rules); err != nil {

@@ -56,6 +56,9 @@ func (n *node) remove(containerID, ifName string, tr *tracer) error {
 	if _, err = n.p.release(n, containerID, ifName); err != nil {
 		return err
 	}
+	if rec, ok := st.Endpoints[store.EndpointKey(containerID, ifName)]; ok {
+		n.p.releasePolicy(n.conf, rec.PodNamespace, rec.PodName, rec.IP.Addr())
+	}
 	tr.mark("ipam")
 	if !hasEndpoints(st, n.conf.Name, containerID, ifName) {
 		return n.dropForward()

@@ -52,6 +52,9 @@ type Plugin struct {
 	// IncumbentDir holds the state files of Azure's own azure-vnet, whose
 	// pods are adopted when the network is first set up.
 	IncumbentDir string
+	// Policy, when set (by vnetd when it hosts network policy), enforces
+	// each new pod's policies before ADD wires it (policy.go).
+	Policy PolicyHost
 }
 
 // New returns a plugin configured from the environment. Nothing is opened
@@ -169,7 +172,7 @@ func toCNIError(err error) error {
 		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
 	case errors.Is(err, store.ErrLockTimeout):
 		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
-	case errors.Is(err, errSource):
+	case errors.Is(err, errSource), errors.Is(err, errPolicy):
 		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
 	case errors.Is(err, errNetNS):
 		return types.NewError(types.ErrInvalidNetNS, err.Error(), "")

@@ -125,6 +125,12 @@ type NetConf struct {
 	// BlockIMDS keeps pods from the instance metadata service. Off by
 	// default: workloads commonly read IMDS (identity, metadata).
 	BlockIMDS bool `json:"blockIMDS,omitempty"`
+	// NetworkPolicy says Kubernetes network policy is enforced on this
+	// network by vnetd: ADD returns only once the pod's policies are in the
+	// kernel, and fails with a retryable error (CNI code 11) when the agent
+	// cannot be reached, rather than start a pod unprotected. Off by
+	// default (docs/policy.md).
+	NetworkPolicy bool `json:"networkPolicy,omitempty"`
 
 	IPAM IPAM `json:"ipam"`
 

@@ -52,18 +52,31 @@ func (e *Engine) Update(change func(m *Model)) {
 	close(e.changed)
 	e.changed = make(chan struct{})
 	e.mu.Unlock()
-	select {
-	case e.dirty <- struct{}{}:
-	default:
-	}
+	e.poke()
 }
 
 // SetReady tells the engine the model holds the whole cluster (informers
-// synced); EnsurePod refuses until then.
+// synced); EnsurePod refuses and Run does not touch the kernel until then,
+// and the first sync follows at once.
 func (e *Engine) SetReady() {
 	e.mu.Lock()
 	e.ready = true
 	e.mu.Unlock()
+	e.poke()
+}
+
+// Ready reports whether SetReady was called.
+func (e *Engine) Ready() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.ready
+}
+
+func (e *Engine) poke() {
+	select {
+	case e.dirty <- struct{}{}:
+	default:
+	}
 }
 
 // View runs fn with the model, read-only (explain, metrics).
@@ -108,7 +121,10 @@ func (e *Engine) Sync() error {
 }
 
 // Run syncs after every Update until ctx ends, retrying failures with
-// backoff; onError (may be nil) hears about each failure.
+// backoff; onError (may be nil) hears about each failure. Nothing is
+// synced before SetReady: a model still filling from the informers (pods
+// known, their policies not yet) would replace an agent's previous table
+// with one that leaves selected pods open.
 func (e *Engine) Run(ctx context.Context, onError func(error)) {
 	backoff := 100 * time.Millisecond
 	for {
@@ -116,6 +132,9 @@ func (e *Engine) Run(ctx context.Context, onError func(error)) {
 		case <-ctx.Done():
 			return
 		case <-e.dirty:
+		}
+		if !e.Ready() {
+			continue // SetReady pokes
 		}
 		if err := e.Sync(); err != nil {
 			if onError != nil {

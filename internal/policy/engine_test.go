@@ -111,15 +111,40 @@ func TestRunSyncsUpdates(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go e.Run(ctx, nil)
+	e.SetReady()
 	e.Update(func(m *Model) {
 		m.SetPod(mkPod("shop", "db", "10.0.0.12", "tier=database"))
 		m.SetPolicy(mkPolicy("shop", "deny", "", types(netv1.PolicyTypeIngress)))
 	})
+	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(k.Dump(), "10.0.0.12 : jump") {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(5 * time.Millisecond):
+		if time.Now().After(deadline) {
+			t.Fatalf("update not synced after 10s:\n%s", k.Dump())
 		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRunWaitsForReady: updates before SetReady (informers still filling)
+// do not touch the kernel, so an agent restarting keeps the previous
+// table in force; SetReady syncs at once.
+func TestRunWaitsForReady(t *testing.T) {
+	k := &Fake{}
+	e := NewEngine(k)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.Run(ctx, nil)
+	e.Update(func(m *Model) { m.SetPod(mkPod("shop", "db", "", "tier=database")) })
+	time.Sleep(50 * time.Millisecond)
+	if k.Replaces+k.Updates != 0 {
+		t.Fatalf("kernel touched before SetReady: %d replaces, %d updates", k.Replaces, k.Updates)
+	}
+	e.SetReady()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Applied() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no sync after SetReady")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -90,6 +90,17 @@ func (c *Cluster) path(p ...string) string    { return filepath.Join(append([]st
 func (c *Cluster) bin(name string) string     { return filepath.Join(c.BinDir, name) }
 func (c *Cluster) nodeDir(name string) string { return c.path("nodes", name) }
 
+// AgentKubeconfig is the kubeconfig a VM's vnetd reads the API with, for
+// network policy (identity AgentUser, server the VIP).
+func (c *Cluster) AgentKubeconfig(node string) string {
+	return c.path("nodes", node, "vnetd.kubeconfig")
+}
+
+// AgentUser is who the lab's vnetd agents are to the API server; the
+// ClusterRole vnetcni:vnetd (vnetd-rbac.yaml) lets them read pods,
+// namespaces and networkpolicies.
+const AgentUser = "vnetcni:vnetd"
+
 // AdminKubeconfig is the kubeconfig operators use from this machine; it
 // points at the lab daemon's forwarder on 127.0.0.1.
 func (c *Cluster) AdminKubeconfig() string { return c.path("admin.kubeconfig") }
@@ -111,7 +122,7 @@ func (c *Cluster) CheckBinaries() error {
 	return nil
 }
 
-//go:embed coredns.yaml
+//go:embed coredns.yaml vnetd-rbac.yaml
 var manifests embed.FS
 
 // CoreDNSManifest renders the kube-dns manifest.

@@ -50,6 +50,7 @@ func identities(nodes []string) []Identity {
 		{User: "system:kube-controller-manager"},
 		{User: "system:kube-scheduler"},
 		{User: "system:kube-proxy"},
+		{User: AgentUser},
 	}
 	for _, n := range nodes {
 		ids = append(ids, Identity{User: "system:node:" + n, Groups: []string{"system:nodes"}})

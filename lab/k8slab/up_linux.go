@@ -77,6 +77,10 @@ func Start(ctx context.Context, c *Cluster, exe string, progress io.Writer) erro
 	if err := done(c.startControlPlane(ctx, exe)); err != nil {
 		return err
 	}
+	done = step("RBAC for vnetd's network policy (ClusterRole vnetcni:vnetd)")
+	if err := done(c.applyAgentRBAC(ctx)); err != nil {
+		return err
+	}
 	done = step(fmt.Sprintf("%d nodes (containerd, kubelet, kube-proxy)", len(c.Nodes)))
 	if err := done(c.startNodes(ctx, exe)); err != nil {
 		return err
@@ -139,6 +143,39 @@ func (c *Cluster) WriteAdminKubeconfig(server string) error {
 		return err
 	}
 	return c.pki().Kubeconfig(c.AdminKubeconfig(), server, ids["admin"])
+}
+
+// WriteAgentKubeconfigs writes each node's vnetd kubeconfig (before the
+// agents start: they wait for the API server themselves).
+func (c *Cluster) WriteAgentKubeconfigs() error {
+	ids, err := c.EnsurePKI()
+	if err != nil {
+		return err
+	}
+	id, ok := ids[AgentUser]
+	if !ok {
+		return fmt.Errorf("the cluster's tokens (%s) have no %s: a lab made before vnetd enforced policy; remove it and make it anew", c.pki().Tokens(), AgentUser)
+	}
+	server := fmt.Sprintf("https://%s:%d", c.VIP, APIServerPort)
+	for _, n := range c.Nodes {
+		if err := os.MkdirAll(c.nodeDir(n.Name), 0o755); err != nil {
+			return err
+		}
+		if err := c.pki().Kubeconfig(c.AgentKubeconfig(n.Name), server, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyAgentRBAC lets the agents read what network policy needs.
+func (c *Cluster) applyAgentRBAC(ctx context.Context) error {
+	m, err := manifests.ReadFile("vnetd-rbac.yaml")
+	if err != nil {
+		return err
+	}
+	_, err = c.KubectlStdin(ctx, m, "apply", "-f", "-")
+	return err
 }
 
 func (c *Cluster) buildImages() error {

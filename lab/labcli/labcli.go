@@ -431,7 +431,7 @@ func labCheckCmd(name *string) *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&output, "output", "o", "table", "table or json")
-	c.Flags().BoolVar(&kubernetes, "kubernetes", false, "check the lab's Kubernetes cluster: pod addresses, Services, DNS, API server VIP, pool exhaustion")
+	c.Flags().BoolVar(&kubernetes, "kubernetes", false, "check the lab's Kubernetes cluster: pod addresses, Services, DNS, API server VIP, pool exhaustion, and the network policy matrix (examples/network-policy) when vnetd enforces policy")
 	return c
 }
 

@@ -54,8 +54,11 @@ func (l *Lab) startAgents(ctx context.Context, binDir string) error {
 			}
 		}
 		env := []string{store.EnvDir + "=" + l.StateDir(v.Name), "AZURE_VNET_LOG_FILE=" + filepath.Join(l.VMDir(v.Name), "azure-vnet.log")}
-		if _, err := d.Start(vmNS, env, filepath.Join(l.VMDir(v.Name), "vnetd.log"), bin,
-			"--state-dir="+l.StateDir(v.Name), "--http="+agent.DefaultHTTPAddr); err != nil {
+		args := []string{"--state-dir=" + l.StateDir(v.Name), "--http=" + agent.DefaultHTTPAddr}
+		if l.policyOn() {
+			args = append(args, "--network-policy", "--kubeconfig="+l.Kubernetes.AgentKubeconfig(v.Name), "--node-name="+v.Name)
+		}
+		if _, err := d.Start(vmNS, env, filepath.Join(l.VMDir(v.Name), "vnetd.log"), bin, args...); err != nil {
 			return err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vnetcni/vnetcni/internal/azure/imds"
 	"github.com/vnetcni/vnetcni/lab/fabric"
+	"github.com/vnetcni/vnetcni/lab/k8slab"
 	"github.com/vnetcni/vnetcni/lab/probe"
 )
 
@@ -268,6 +269,13 @@ func CheckKubernetes(ctx context.Context, name string) (*Matrix, error) {
 		return v.SecondaryIPs
 	}
 	rows, err := l.Kubernetes.Check(ctx, pool)
+	if err == nil && l.policyOn() {
+		// The agents enforce network policy: expected (the policy
+		// model) against observed, for the seed's three tiers.
+		var prows []k8slab.Row
+		prows, err = l.Kubernetes.CheckPolicy(ctx)
+		rows = append(rows, prows...)
+	}
 	m := &Matrix{Lab: name, Model: l.Plan.Model, Mode: l.Mode}
 	for _, r := range rows {
 		row := Row{Check: r.Check, From: r.From, To: r.To, Expected: r.Expected, Observed: r.Observed, OK: r.Expected == r.Observed}

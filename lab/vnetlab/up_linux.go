@@ -145,6 +145,7 @@ func Up(ctx context.Context, o UpOptions) (*Lab, error) {
 		done(fmt.Sprintf("route table %s: %d routes", kubenetRouteTable, len(l.Plan.Nodes)))
 	}
 
+	l.Agent = !o.NoAgent
 	done = step("install the plugins and conflist on each VM, forwarding on")
 	for _, v := range l.Nodes() {
 		if err := l.installVM(v.Name, o.BinDir); err != nil {
@@ -163,11 +164,17 @@ func Up(ctx context.Context, o UpOptions) (*Lab, error) {
 	}
 	done(fmt.Sprintf("daemon pid %d", pid))
 
-	l.Agent = !o.NoAgent
 	if l.Agent {
 		done = step("start vnetd on each VM")
 		if err := l.save(); err != nil {
 			return nil, err
+		}
+		if l.policyOn() {
+			// The agents enforce network policy from the cluster's
+			// first pod; they wait for the API server themselves.
+			if err := l.Kubernetes.WriteAgentKubeconfigs(); err != nil {
+				return nil, err
+			}
 		}
 		if err := l.startAgents(ctx, o.BinDir); err != nil {
 			return nil, err
@@ -259,7 +266,29 @@ func (l *Lab) installVM(vm, binDir string) error {
 			return err
 		}
 	}
+	if l.policyOn() {
+		if cl, err = withNetworkPolicy(cl); err != nil {
+			return err
+		}
+	}
 	return os.WriteFile(filepath.Join(d, "net.d", conf.FileName), cl, 0o644)
+}
+
+// policyOn says whether the lab enforces Kubernetes network policy: a
+// Kubernetes lab whose VMs run vnetd. Its conflists have networkPolicy on,
+// so a pod never starts without its policies, and each vnetd watches the
+// API with the VM's kubeconfig (k8slab.Cluster.AgentKubeconfig).
+func (l *Lab) policyOn() bool { return l.Kubernetes != nil && l.Agent }
+
+// withNetworkPolicy turns networkPolicy on in a conflist's azure-vnet.
+func withNetworkPolicy(cl []byte) ([]byte, error) {
+	var m map[string]any
+	if err := json.Unmarshal(cl, &m); err != nil {
+		return nil, err
+	}
+	m["plugins"].([]any)[0].(map[string]any)["networkPolicy"] = true
+	b, err := json.MarshalIndent(m, "", "  ")
+	return append(b, '\n'), err
 }
 
 // ConflistFor is the seed's conflist, unchanged for bridge mode and with
