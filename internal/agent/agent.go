@@ -73,6 +73,7 @@ type Agent struct {
 	lastPass time.Time
 	repairs  map[string]int
 	pol      *policyHost // nil: policy off
+	podCIDR  *nodePodCIDR
 }
 
 // New returns an agent; nothing is opened until Run.
@@ -111,6 +112,11 @@ func New(cfg Config) *Agent {
 		a.runners[name] = p
 	}
 	a.rec = &cniplugin.Reconciler{P: a.plugins[netconf.PluginType]}
+	node := cfg.Policy.NodeName
+	if node == "" {
+		node = DefaultNodeName()
+	}
+	a.podCIDR = newNodePodCIDR(cfg.Policy.Kubeconfig, node)
 	return a
 }
 

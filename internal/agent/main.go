@@ -25,7 +25,7 @@ func Main(args []string) int {
 	fs.DurationVar(&cfg.PoolRefresh, "pool-refresh", DefaultPoolRefresh, "how often to look at the address pools' age")
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", DefaultMaxInFlight, "CNI commands run at once")
 	fs.BoolVar(&cfg.Policy.Enabled, "network-policy", false, "enforce Kubernetes NetworkPolicies on this node (watches pods, namespaces and networkpolicies)")
-	fs.StringVar(&cfg.Policy.Kubeconfig, "kubeconfig", "", "kubeconfig of the API server, for --network-policy (default: in-cluster config, else $KUBECONFIG)")
+	fs.StringVar(&cfg.Policy.Kubeconfig, "kubeconfig", "", "kubeconfig of the API server, for --network-policy and the node's pod CIDR (default: in-cluster config, else $KUBECONFIG)")
 	fs.StringVar(&cfg.Policy.NodeName, "node-name", DefaultNodeName(), "this node's name in the API (default $"+EnvNodeName+", else the hostname)")
 	version := fs.Bool("version", false, "print the version and exit")
 	logJSON := fs.Bool("log-json", false, "log JSON instead of text")

@@ -75,6 +75,9 @@ func (a *Agent) run(req *agentapi.Request) *agentapi.Response {
 		return &agentapi.Response{Proto: agentapi.Proto, Version: buildinfo.String(),
 			Error: &agentapi.Error{Code: agentapi.CodeMismatch, Msg: fmt.Sprintf("vnetd serves %s and %s, not %q", netconf.PluginType, netconf.IPAMType, req.Plugin)}}
 	}
+	if resp := a.withPodCIDR(context.Background(), req); resp != nil {
+		return resp
+	}
 	a.sem <- struct{}{}
 	start := time.Now()
 	resp := p.Serve(req)

@@ -421,7 +421,7 @@ const (
 func (i *IPAM) validatePodCIDR() error {
 	var err error
 	if i.PodCIDR == "" {
-		return &FieldError{Field: "ipam.podCIDR", Problem: "required with mode " + i.Mode + " (the node's pod CIDR, e.g. 10.244.1.0/24)"}
+		return &FieldError{Field: "ipam.podCIDR", Problem: "required with mode " + i.Mode + " (the node's pod CIDR, e.g. 10.244.1.0/24; vnetd fills it from the node's spec.podCIDRs when it can read the API)"}
 	}
 	if i.NodePodCIDR, err = parseV4Prefix(i.PodCIDR); err != nil {
 		return &FieldError{Field: "ipam.podCIDR", Value: i.PodCIDR, Problem: err.Error()}

@@ -28,8 +28,9 @@ var ipamModes = map[string]string{
 
 // modelConflist is a node's conflist in a pod-CIDR model: the seed's, in
 // transparent mode, with the ipam section naming the model, the node's pod
-// CIDR and the cluster's. (On Kubernetes the node agent will read the pod
-// CIDR from the node's spec.podCIDRs; the lab writes what it assigns.)
+// CIDR and the cluster's. On Kubernetes, where each VM's vnetd reads the
+// API, the node's pod CIDR is left out: vnetd takes it from the node's
+// spec.podCIDRs, as a production cluster's nodes would.
 func (l *Lab) modelConflist(vm string) ([]byte, error) {
 	var node *plan.Node
 	for i := range l.Plan.Nodes {
@@ -50,7 +51,9 @@ func (l *Lab) modelConflist(vm string) ([]byte, error) {
 	}
 	ipam := m["plugins"].([]any)[0].(map[string]any)["ipam"].(map[string]any)
 	ipam["mode"] = ipamModes[l.Plan.Model]
-	ipam["podCIDR"] = node.PodCIDR.String()
+	if !l.policyOn() {
+		ipam["podCIDR"] = node.PodCIDR.String()
+	}
 	ipam["clusterCIDR"] = l.Plan.PodCIDR.String()
 	b, err = json.MarshalIndent(m, "", "  ")
 	return append(b, '\n'), err
