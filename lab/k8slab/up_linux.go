@@ -254,6 +254,20 @@ func (c *Cluster) startControlPlane(ctx context.Context, exe string) error {
 	return c.waitSupervised(ctx, s, 180*time.Second, httpsOK(c.pki().CACert(), url, dial))
 }
 
+// failedLogs is the end of each of a node's component logs its
+// supervisor's log names (the lab's directory is gone after a failed up).
+func (c *Cluster) failedLogs(node, supervisorLog string) string {
+	var out strings.Builder
+	logs, _ := filepath.Glob(filepath.Join(c.nodeDir(node), "*.log"))
+	for _, l := range logs {
+		if strings.Contains(supervisorLog, l) {
+			b, _ := os.ReadFile(l)
+			fmt.Fprintf(&out, "%s:\n%s", l, lastLines(string(b), 25))
+		}
+	}
+	return out.String()
+}
+
 func (c *Cluster) startNodes(ctx context.Context, exe string) error {
 	for _, n := range c.Nodes {
 		s := c.nodeSupervisor(n.Name)
@@ -267,7 +281,7 @@ func (c *Cluster) startNodes(ctx context.Context, exe string) error {
 		for _, n := range c.Nodes {
 			if s := c.nodeSupervisor(n.Name); !isRunning(s) {
 				b, _ := os.ReadFile(s.log)
-				dead = fmt.Errorf("node %s stopped; %s:\n%s", n.Name, s.log, lastLines(string(b), 15))
+				dead = fmt.Errorf("node %s stopped; %s:\n%s%s", n.Name, s.log, lastLines(string(b), 15), c.failedLogs(n.Name, string(b)))
 				return nil
 			}
 		}
