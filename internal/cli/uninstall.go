@@ -70,7 +70,7 @@ Refuses while pods are attached, unless --force, which deletes their host veths.
 			for _, name := range sortedNames(st.Networks) {
 				rec := st.Networks[name]
 				r := datapath.Rules{Network: name, Mode: rec.Mode}
-				errs = append(errs, r.RemoveForwardAccept(d.Host.NFT), r.Remove(d.Host.NFT))
+				errs = append(errs, r.RemoveForwardAccept(d.Host.NFT), r.Remove(d.Host.NFT), datapath.RemovePoolEgress(h))
 				fmt.Fprintf(out, "%-40s removed\n", "nftables "+datapath.TableName(name))
 				if rec.Mode == datapath.ModeBridge && rec.Bridge != "" {
 					if err := (datapath.Bridge{Name: rec.Bridge, Master: rec.Master}).Restore(h, rec.MasterConfig); err != nil {

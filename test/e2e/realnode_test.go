@@ -356,3 +356,42 @@ func TestNewerStateRefused(t *testing.T) {
 		t.Errorf("the newer state file was changed to %s", b)
 	}
 }
+
+// TestPoolNICNotDefaultRoute: a VM with a second NIC that carries its
+// default route (here a veth eth1 whose gateway answers nothing: what
+// leaves through it is lost, as the fabric drops a pod's address from a
+// NIC that does not hold it). The pods' NIC is eth0; their traffic off
+// the subnet must still leave through it, SNATed to its primary IP, while
+// the node's own default route stays on eth1.
+func TestPoolNICNotDefaultRoute(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			c := newCluster(t, clusterOpts{vms: 2, secondaries: 4, conflist: conflist(t, "1.1.0", mode, nil)})
+			vm1, vm2 := c.vms[0], c.vms[1]
+			for _, args := range [][]string{
+				{"ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1-peer"},
+				{"ip", "addr", "add", "192.168.77.4/24", "dev", "eth1"},
+				{"ip", "link", "set", "eth1-peer", "up"},
+				{"ip", "link", "set", "eth1", "up"},
+				// Azure's DHCP on the pool's NIC routes its host endpoints
+				// through it (classless static routes) whatever the default.
+				{"ip", "route", "add", "168.63.129.16/32", "via", "10.0.0.1", "dev", "eth0"},
+				{"ip", "route", "add", "169.254.169.254/32", "via", "10.0.0.1", "dev", "eth0"},
+				{"ip", "route", "replace", "default", "via", "192.168.77.1", "dev", "eth1"},
+			} {
+				if out, err := runIn(vm1.ns, args...); err != nil {
+					t.Fatalf("%v in %s: %v %s", args, vm1.ns, err, out)
+				}
+			}
+			a := vm1.addPod(t, "a")
+			x := vm2.addPod(t, "x")
+			mustReachOut(t, a, x)
+			mustPing(t, a.ns, vm2.spec.PrimaryIP)
+			mustPing(t, vm2.ns, a.ip)
+			out, err := runIn(vm1.ns, "ip", "-4", "route", "show", "default")
+			if err != nil || !strings.Contains(string(out), "dev eth1") {
+				t.Errorf("the node's default route: %v %s, want it left on eth1", err, out)
+			}
+		})
+	}
+}
