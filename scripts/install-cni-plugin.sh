@@ -20,6 +20,10 @@
 # (/etc/modules-load.d)/azure-vnet.conf for boot and loaded now if it is not.
 # Where cloud-init is installed, $CLOUD_INIT_DIR (/etc/cloud/cloud.cfg.d)
 # gets a drop-in that keeps it from putting the NIC's secondary IPs on eth0.
+# Where systemd-networkd and NetworkManager keep their configuration,
+# $NETWORKD_DIR (/etc/systemd/network) and $NETWORKMANAGER_DIR
+# (/etc/NetworkManager/conf.d) get drop-ins that keep them off the bridge
+# (azure*) and the pods' host veths (azv*).
 #
 # The node must forward before its first pod arrives (a NodePort forwards to
 # pods on other nodes): turns on net.ipv4.ip_forward in the current network
@@ -37,6 +41,8 @@ bin_dir=${CNI_BIN_DIR:-/opt/cni/bin}
 conf_dir=${CNI_CONF_DIR:-/etc/cni/net.d}
 modules_dir=${MODULES_LOAD_DIR-/etc/modules-load.d}
 cloud_dir=${CLOUD_INIT_DIR-/etc/cloud/cloud.cfg.d}
+networkd_dir=${NETWORKD_DIR-/etc/systemd/network}
+nm_dir=${NETWORKMANAGER_DIR-/etc/NetworkManager/conf.d}
 replace=${REPLACE_CONFLIST:-0}
 forward=${ENABLE_IP_FORWARD:-1}
 sysctl_dir=${SYSCTL_DIR-/etc/sysctl.d}
@@ -50,7 +56,7 @@ args=()
 for a in "$@"; do
   case "$a" in
     --force) replace=1 ;;
-    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "install-cni-plugin.sh: unknown option $a" >&2; exit 2 ;;
     *) args+=("$a") ;;
   esac
@@ -156,6 +162,17 @@ fi
 if [ -n "$cloud_dir" ] && [ -d "$cloud_dir" ]; then
   printf '# azure-vnet: the NIC'"'"'s secondary IP configurations are pod addresses; the\n# node must not put them on eth0.\ndatasource:\n  Azure:\n    apply_network_config_for_secondary_ips: false\n' > "$work/cloud.cfg"
   place "$work/cloud.cfg" "$cloud_dir/91-azure-vnet-secondary-ips.cfg" 644
+fi
+# The same drop-ins as vnetctl install (internal/install/netmanagers.go).
+if [ -n "$networkd_dir" ] && [ -d "$networkd_dir" ]; then
+  printf '# azure-vnet: the CNI bridge and the pods'"'"' host veths belong to the plugin.\n[Match]\nName=azure* azv*\n\n[Link]\nUnmanaged=yes\n' > "$work/networkd.network"
+  place "$work/networkd.network" "$networkd_dir/05-azure-vnet-unmanaged.network" 644
+  printf '# azure-vnet: keep the MAC the plugin gives its links (in bridge mode the\n# bridge takes the NIC'"'"'s, which the fabric requires).\n[Match]\nOriginalName=azure* azv*\n\n[Link]\nMACAddressPolicy=none\n' > "$work/networkd.link"
+  place "$work/networkd.link" "$networkd_dir/05-azure-vnet.link" 644
+fi
+if [ -n "$nm_dir" ] && [ -d "$nm_dir" ]; then
+  printf '# azure-vnet: the CNI bridge and the pods'"'"' host veths belong to the plugin.\n[keyfile]\nunmanaged-devices+=interface-name:azure*;interface-name:azv*\n' > "$work/nm.conf"
+  place "$work/nm.conf" "$nm_dir/90-azure-vnet-unmanaged.conf" 644
 fi
 if [ ! -e /proc/sys/net/bridge/bridge-nf-call-iptables ]; then
   modprobe br_netfilter || say "warning: could not load br_netfilter (bridge mode loads it on its first pod)"

@@ -15,6 +15,10 @@ need make make
 need git git
 need curl curl
 need iperf3 iperf3
+# The firewall cases: Docker's FORWARD DROP with either iptables backend.
+need iptables-legacy iptables
+# The lab's VMs keep their address from the fabric's DHCP with a real client.
+need udhcpc udhcpc
 if [ "${#pkgs[@]}" -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

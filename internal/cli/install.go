@@ -88,6 +88,8 @@ Same as scripts/install-cni-plugin.sh; CNI_BIN_DIR and CNI_CONF_DIR set the defa
 	c.Flags().StringVar(&o.ConfDir, "cni-conf-dir", envOr("CNI_CONF_DIR", install.DefaultConfDir), "CNI configuration directory ($CNI_CONF_DIR)")
 	c.Flags().StringVar(&o.ModulesLoadDir, "modules-load-dir", envOr("MODULES_LOAD_DIR", install.DefaultModulesLoadDir), "where to name the kernel modules to load at boot, br_netfilter ($MODULES_LOAD_DIR; empty: nowhere)")
 	c.Flags().StringVar(&o.CloudInitDir, "cloud-init-dir", envOr("CLOUD_INIT_DIR", install.DefaultCloudInitDir), "where cloud-init is told not to put the NIC's secondary IPs on eth0, if it exists ($CLOUD_INIT_DIR; empty: nowhere)")
+	c.Flags().StringVar(&o.NetworkdDir, "networkd-dir", envOr("NETWORKD_DIR", install.DefaultNetworkdDir), "where systemd-networkd is told to leave the bridge and the pods' veths alone, if it exists ($NETWORKD_DIR; empty: nowhere)")
+	c.Flags().StringVar(&o.NetworkManagerDir, "networkmanager-dir", envOr("NETWORKMANAGER_DIR", install.DefaultNetworkManagerDir), "where NetworkManager is told the same, if it exists ($NETWORKMANAGER_DIR; empty: nowhere)")
 	c.Flags().StringVar(&o.UnitDir, "unit-dir", envOr("SYSTEMD_UNIT_DIR", install.DefaultUnitDir), "systemd unit directory for vnetd.service; \"\" installs neither vnetd nor its unit ($SYSTEMD_UNIT_DIR)")
 	c.Flags().BoolVar(&o.ReplaceConflist, "force", os.Getenv("REPLACE_CONFLIST") == "1", "replace an existing conflist that differs (the old one is kept as .bak; $REPLACE_CONFLIST=1)")
 	c.Flags().BoolVar(&forwarding, "forwarding", os.Getenv("ENABLE_IP_FORWARD") != "0", "turn on net.ipv4.ip_forward ($ENABLE_IP_FORWARD=0 leaves it alone)")

@@ -31,15 +31,18 @@ func TestInstallCommand(t *testing.T) {
 	}
 	bin, confDir, sysctlDir := filepath.Join(root, "bin"), filepath.Join(root, "net.d"), filepath.Join(root, "sysctl.d")
 	unitDir := filepath.Join(root, "systemd")
-	cloudDir := filepath.Join(root, "cloud.cfg.d")
-	if err := os.Mkdir(cloudDir, 0o755); err != nil {
-		t.Fatal(err)
+	cloudDir, networkdDir := filepath.Join(root, "cloud.cfg.d"), filepath.Join(root, "systemd-network")
+	for _, d := range []string{cloudDir, networkdDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	run := func() string {
 		var out, errOut bytes.Buffer
 		cmd := newRoot(&out, &errOut)
 		cmd.SetArgs([]string{"install", "--bin-dir", src, "--cni-bin-dir", bin, "--cni-conf-dir", confDir, "--sysctl-dir", sysctlDir,
-			"--modules-load-dir", filepath.Join(root, "modules-load.d"), "--cloud-init-dir", cloudDir, "--unit-dir", unitDir})
+			"--modules-load-dir", filepath.Join(root, "modules-load.d"), "--cloud-init-dir", cloudDir, "--unit-dir", unitDir,
+			"--networkd-dir", networkdDir, "--networkmanager-dir", filepath.Join(root, "no-networkmanager")})
 		if err := netns.Do(ns, func() error { return cmd.ExecuteContext(context.Background()) }); err != nil {
 			t.Fatalf("vnetctl install: %v\n%s%s", err, out.String(), errOut.String())
 		}
@@ -57,6 +60,12 @@ func TestInstallCommand(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(cloudDir, install.CloudInitFileName)); err != nil || !strings.Contains(string(b), "apply_network_config_for_secondary_ips: false") {
 		t.Errorf("cloud-init drop-in %q (%v), want it to turn off secondary IPs on eth0", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(networkdDir, install.NetworkdFileName)); err != nil || !strings.Contains(string(b), "Unmanaged=yes") {
+		t.Errorf("networkd drop-in %q (%v), want the plugin's links unmanaged", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "no-networkmanager")); !os.IsNotExist(err) {
+		t.Errorf("install created NetworkManager's directory where NetworkManager is not installed (%v)", err)
 	}
 	if !strings.Contains(first, "vnetd.service not enabled") {
 		t.Errorf("first install printed:\n%s\nwant the unit reported as not enabled", first)

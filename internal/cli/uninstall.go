@@ -70,7 +70,7 @@ Refuses while pods are attached, unless --force, which deletes their host veths.
 			for _, name := range sortedNames(st.Networks) {
 				rec := st.Networks[name]
 				r := datapath.Rules{Network: name, Mode: rec.Mode}
-				errs = append(errs, r.RemoveForwardAccept(d.Host.NFT), r.Remove(d.Host.NFT))
+				errs = append(errs, r.RemoveForwardAccept(d.Host.NFT), r.Remove(d.Host.NFT), datapath.RemovePoolEgress(h))
 				fmt.Fprintf(out, "%-40s removed\n", "nftables "+datapath.TableName(name))
 				if rec.Mode == datapath.ModeBridge && rec.Bridge != "" {
 					if err := (datapath.Bridge{Name: rec.Bridge, Master: rec.Master}).Restore(h, rec.MasterConfig); err != nil {
@@ -114,6 +114,8 @@ Refuses while pods are attached, unless --force, which deletes their host veths.
 	c.Flags().StringVar(&o.ConfDir, "cni-conf-dir", envOr("CNI_CONF_DIR", install.DefaultConfDir), "CNI configuration directory ($CNI_CONF_DIR)")
 	c.Flags().StringVar(&o.ModulesLoadDir, "modules-load-dir", envOr("MODULES_LOAD_DIR", install.DefaultModulesLoadDir), "modules-load.d directory ($MODULES_LOAD_DIR)")
 	c.Flags().StringVar(&o.CloudInitDir, "cloud-init-dir", envOr("CLOUD_INIT_DIR", install.DefaultCloudInitDir), "cloud-init drop-in directory ($CLOUD_INIT_DIR)")
+	c.Flags().StringVar(&o.NetworkdDir, "networkd-dir", envOr("NETWORKD_DIR", install.DefaultNetworkdDir), "systemd-networkd drop-in directory ($NETWORKD_DIR)")
+	c.Flags().StringVar(&o.NetworkManagerDir, "networkmanager-dir", envOr("NETWORKMANAGER_DIR", install.DefaultNetworkManagerDir), "NetworkManager drop-in directory ($NETWORKMANAGER_DIR)")
 	return c
 }
 

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vnetcni/vnetcni/internal/datapath"
+	"github.com/vnetcni/vnetcni/internal/netconf"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/store"
 )
@@ -66,6 +67,9 @@ func (k hostKernel) NetworkReady(r datapath.Rules, b *datapath.Bridge) bool {
 			return false
 		}
 	}
+	if e, ok := datapath.PoolEgressFor(r); ok && !e.Ready(k.h.Netlink) {
+		return false
+	}
 	// The rules themselves, not only their tables: `nft flush table`
 	// keeps the tables and empties them.
 	damage, err := r.Damage(k.h.NFT)
@@ -97,6 +101,13 @@ func (k hostKernel) SetUpNetwork(r datapath.Rules, b *datapath.Bridge, saved *st
 	}
 	if err := h.Sysctl(datapath.ForwardingSysctl, "1"); err != nil {
 		return nil, err
+	}
+	// Pods leave through their NIC even when the node's default route
+	// goes through another one.
+	if e, ok := datapath.PoolEgressFor(r); ok {
+		if err := e.Ensure(h.Netlink); err != nil {
+			return nil, err
+		}
 	}
 	// The static rules and the recorded pods' elements, whatever was lost:
 	// nothing (a no-op), the rules of a flushed table or chain, or every
@@ -165,8 +176,23 @@ func defaultRouteLink(h *netlink.Handle) (netlink.Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
+	// A VM with several NICs may route its default through another NIC
+	// than the pods': Azure's DHCP routes the wireserver through the
+	// primary NIC (a classless static route), whatever the default. That
+	// host route, when there is one, names the NIC; else the default.
+	wire := -1
+	for i, r := range routes {
+		if r.Dst != nil && r.Dst.IP.Equal(netconf.WireserverIP.AsSlice()) {
+			if ones, _ := r.Dst.Mask.Size(); ones == 32 {
+				wire = i
+			}
+		}
+	}
+	if wire >= 0 {
+		routes = routes[wire : wire+1]
+	}
 	for _, r := range routes {
-		if r.Dst != nil && !r.Dst.IP.IsUnspecified() {
+		if wire < 0 && r.Dst != nil && !r.Dst.IP.IsUnspecified() {
 			continue
 		}
 		l, err := h.LinkByIndex(r.LinkIndex)
@@ -186,7 +212,7 @@ func defaultRouteLink(h *netlink.Handle) (netlink.Link, error) {
 				return p, nil
 			}
 		}
-		return nil, fmt.Errorf("default route goes through bridge %s, which has no port with its MAC; set \"master\"", l.Attrs().Name)
+		return nil, fmt.Errorf("the route to the NIC goes through bridge %s, which has no port with its MAC; set \"master\"", l.Attrs().Name)
 	}
 	return nil, errNoDefaultRoute
 }

@@ -20,7 +20,7 @@ import (
 // at the top of that chain, as the CNI firewall plugin and flannel do, each
 // tagged with a comment naming the network; iptables-nft lists them as
 // `-m comment --comment "azure-vnet NETWORK"`. The legacy (x_tables)
-// backend is not handled.
+// backend's chain gets the same accepts (legacy_linux.go).
 const (
 	foreignFilterTable  = "filter"
 	foreignForwardChain = "FORWARD"
@@ -102,20 +102,34 @@ func (r Rules) forwardOurs(c *nftables.Conn, ch *nftables.Chain) ([]*nftables.Ru
 // policy and lacks the network's accepts.
 func (r Rules) ForwardAcceptMissing(c *nftables.Conn) (bool, error) {
 	ch, err := foreignForward(c)
-	if err != nil || ch == nil {
-		return false, err
-	}
-	ours, err := r.forwardOurs(c, ch)
 	if err != nil {
 		return false, err
 	}
-	return len(ours) != len(r.forwardRules(ch)), nil
+	if ch != nil {
+		ours, err := r.forwardOurs(c, ch)
+		if err != nil {
+			return false, err
+		}
+		if len(ours) != len(r.forwardRules(ch)) {
+			return true, nil
+		}
+	}
+	var missing bool
+	err = inNFTNamespace(c, func() (err error) {
+		missing, err = r.legacyForwardMissing()
+		return err
+	})
+	return missing, err
 }
 
 // EnsureForwardAccept puts the network's accepts at the top of a foreign
-// forward chain that drops by policy (replacing an incomplete set of them).
-// Nothing is done when there is no such chain. Idempotent.
+// forward chain that drops by policy (replacing an incomplete set of them),
+// nftables' and the legacy backend's. Nothing is done when there is no such
+// chain. Idempotent.
 func (r Rules) EnsureForwardAccept(c *nftables.Conn) error {
+	if err := inNFTNamespace(c, r.ensureLegacyForward); err != nil {
+		return err
+	}
 	ch, err := foreignForward(c)
 	if err != nil || ch == nil {
 		return err
@@ -143,14 +157,15 @@ func (r Rules) EnsureForwardAccept(c *nftables.Conn) error {
 }
 
 // RemoveForwardAccept deletes the network's accepts from the foreign
-// forward chain, whatever its policy now. Equivalent to: nft delete rule ip
-// filter FORWARD handle N, for each rule commented "azure-vnet NETWORK".
+// forward chain, whatever its policy now, and from the legacy backend's.
+// Equivalent to: nft delete rule ip filter FORWARD handle N, for each rule
+// commented "azure-vnet NETWORK".
 func (r Rules) RemoveForwardAccept(c *nftables.Conn) error {
+	errs := []error{inNFTNamespace(c, r.removeLegacyForward)}
 	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
 	if err != nil {
-		return fmt.Errorf("list ip chains: %w", err)
+		return errors.Join(append(errs, fmt.Errorf("list ip chains: %w", err))...)
 	}
-	var errs []error
 	for _, ch := range chains {
 		if ch.Table.Name != foreignFilterTable || ch.Name != foreignForwardChain {
 			continue

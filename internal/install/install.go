@@ -75,6 +75,11 @@ type Options struct {
 	// CloudInitDir, when set and present (cloud-init is installed),
 	// receives CloudInitFileName.
 	CloudInitDir string
+	// NetworkdDir and NetworkManagerDir, when set and present, receive
+	// the drop-ins that keep systemd-networkd and NetworkManager off the
+	// plugins' links (netmanagers.go).
+	NetworkdDir       string
+	NetworkManagerDir string
 
 	UnitDir  string // systemd unit directory for the agent's unit
 	UnitName string // e.g. vnetd.service
@@ -168,6 +173,11 @@ func Install(o Options) ([]Action, error) {
 			}
 			acts = append(acts, Action{dst, out})
 		}
+	}
+	managers, err := installManagerFiles(o)
+	acts = append(acts, managers...)
+	if err != nil {
+		return acts, err
 	}
 	dst := filepath.Join(o.ConfDir, o.ConflistName)
 	out, err := place(dst, o.Conflist, 0o644, o.ReplaceConflist)

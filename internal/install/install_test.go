@@ -144,8 +144,11 @@ func TestInstallScript(t *testing.T) {
 	tarball(t, src, tgz)
 	bin, confDir, unitDir := filepath.Join(root, "opt-cni-bin"), filepath.Join(root, "etc-cni-net.d"), filepath.Join(root, "etc-systemd-system")
 	cloudDir := filepath.Join(root, "cloud.cfg.d")
-	if err := os.Mkdir(cloudDir, 0o755); err != nil {
-		t.Fatal(err)
+	networkdDir, nmDir := filepath.Join(root, "systemd-network"), filepath.Join(root, "NetworkManager-conf.d")
+	for _, d := range []string{cloudDir, networkdDir, nmDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	sysctlDir := filepath.Join(root, "etc-sysctl.d")
 	// Forwarding is turned on in a throwaway network namespace
@@ -160,7 +163,8 @@ func TestInstallScript(t *testing.T) {
 		}
 		cmd := exec.Command(argv[0], argv[1:]...)
 		cmd.Env = append(os.Environ(), append([]string{"CNI_BIN_DIR=" + bin, "CNI_CONF_DIR=" + confDir, "REPLACE_CONFLIST=", fwd, "SYSCTL_DIR=" + sysctlDir,
-			"MODULES_LOAD_DIR=" + filepath.Join(root, "modules-load.d"), "CLOUD_INIT_DIR=" + cloudDir, "SYSTEMD_UNIT_DIR=" + unitDir}, env...)...)
+			"MODULES_LOAD_DIR=" + filepath.Join(root, "modules-load.d"), "CLOUD_INIT_DIR=" + cloudDir, "SYSTEMD_UNIT_DIR=" + unitDir,
+			"NETWORKD_DIR=" + networkdDir, "NETWORKMANAGER_DIR=" + nmDir}, env...)...)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -173,6 +177,7 @@ func TestInstallScript(t *testing.T) {
 		want    []string // substrings of the output
 	}{
 		{name: "fresh", args: []string{"v2.0.0", tgz}, want: []string{"azure-vnet installed", conf.FileName + " installed", "azure-vnet.conf installed", "91-azure-vnet-secondary-ips.cfg installed",
+			NetworkdFileName + " installed", NetworkdLinkFileName + " installed", NetworkManagerFileName + " installed",
 			"verified: CNI plugin azure-vnet v2.0.0", "vnetd installed", "vnetd.service installed", "vnetd.service not enabled"}},
 		{name: "idempotent", args: []string{"v2.0.0", tgz}, want: []string{"azure-vnet unchanged", conf.FileName + " unchanged", "vnetd unchanged", "vnetd.service unchanged"}},
 		{name: "edited conflist kept", args: []string{"v2.0.0", tgz}, prepare: func() {
@@ -204,6 +209,12 @@ func TestInstallScript(t *testing.T) {
 			t.Errorf("%s holds %q (%v), want net.ipv4.ip_forward = 1", SysctlFile, b, err)
 		}
 	}
+	// The script's drop-ins are vnetctl install's, byte for byte.
+	for path, want := range (Options{NetworkdDir: networkdDir, NetworkManagerDir: nmDir}).managerFiles() {
+		if b, err := os.ReadFile(path); err != nil || string(b) != want {
+			t.Errorf("the script wrote %s = %q (%v), want vnetctl install's %q", path, b, err, want)
+		}
+	}
 	unit, err := os.ReadFile(filepath.Join(unitDir, systemd.UnitName))
 	if want := "\nExecStart=" + filepath.Join(bin, Agent) + " --state-dir="; err != nil || !strings.Contains(string(unit), want) {
 		t.Errorf("installed unit (%v):\n%s\nwant %q", err, unit, want)
@@ -231,6 +242,74 @@ func TestUninstall(t *testing.T) {
 	}
 	if acts, err := Uninstall(o); err != nil || len(acts) != 0 {
 		t.Errorf("Uninstall again = %v, %v; want nothing to do", acts, err)
+	}
+}
+
+// TestNetworkManagers: the drop-ins that keep systemd-networkd and
+// NetworkManager off the bridge and the host veths go where each manager's
+// directory exists, only there, and Uninstall removes them.
+func TestNetworkManagers(t *testing.T) {
+	src, root := t.TempDir(), t.TempDir()
+	fakeRelease(t, src, "v1.0.0")
+	networkd, nm := filepath.Join(root, "systemd", "network"), filepath.Join(root, "NetworkManager", "conf.d")
+	if err := os.MkdirAll(networkd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	o := Options{SourceDir: src, BinDir: filepath.Join(root, "bin"), ConfDir: filepath.Join(root, "net.d"),
+		ConflistName: conf.FileName, Conflist: conf.Conflist, NetworkdDir: networkd, NetworkManagerDir: nm}
+	acts, err := Install(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := outcomes(acts, root)
+	for _, f := range []string{"systemd/network/" + NetworkdFileName, "systemd/network/" + NetworkdLinkFileName} {
+		if got[f] != Installed {
+			t.Errorf("Install: %s %q, want %q (all: %v)", f, got[f], Installed, got)
+		}
+	}
+	if _, ok := got["NetworkManager/conf.d/"+NetworkManagerFileName]; ok {
+		t.Errorf("Install wrote NetworkManager's drop-in without NetworkManager's directory: %v", got)
+	}
+	b, _ := os.ReadFile(filepath.Join(networkd, NetworkdFileName))
+	for _, want := range []string{"[Match]\nName=azure* azv*\n", "[Link]\nUnmanaged=yes\n"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s:\n%s\nwant %q", NetworkdFileName, b, want)
+		}
+	}
+	b, _ = os.ReadFile(filepath.Join(networkd, NetworkdLinkFileName))
+	if !strings.Contains(string(b), "OriginalName=azure* azv*\n") || !strings.Contains(string(b), "MACAddressPolicy=none\n") {
+		t.Errorf("%s:\n%s\nwant the links matched and their MAC left alone", NetworkdLinkFileName, b)
+	}
+
+	// NetworkManager installed later: the next install adds its drop-in.
+	if err := os.MkdirAll(nm, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	acts, err = Install(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = outcomes(acts, root)
+	if f := "NetworkManager/conf.d/" + NetworkManagerFileName; got[f] != Installed || got["systemd/network/"+NetworkdFileName] != Unchanged {
+		t.Errorf("second Install: %v, want NetworkManager's drop-in installed and networkd's unchanged", got)
+	}
+	b, _ = os.ReadFile(filepath.Join(nm, NetworkManagerFileName))
+	if !strings.Contains(string(b), "[keyfile]\nunmanaged-devices+=interface-name:azure*;interface-name:azv*\n") {
+		t.Errorf("%s:\n%s\nwant both globs appended to keyfile.unmanaged-devices", NetworkManagerFileName, b)
+	}
+
+	acts, err = Uninstall(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = outcomes(acts, root)
+	for _, f := range []string{"systemd/network/" + NetworkdFileName, "systemd/network/" + NetworkdLinkFileName, "NetworkManager/conf.d/" + NetworkManagerFileName} {
+		if got[f] != Removed {
+			t.Errorf("Uninstall: %s %q, want %q", f, got[f], Removed)
+		}
+		if _, err := os.Stat(filepath.Join(root, f)); !os.IsNotExist(err) {
+			t.Errorf("after Uninstall %s is still there (%v)", f, err)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/vnetcni/vnetcni/internal/netconf"
 )
@@ -13,8 +14,8 @@ const Removed Outcome = "removed"
 
 // Uninstall deletes what Install wrote, except the reference plugins
 // (portmap, loopback), which other networks may use: the plugins, the
-// conflist, the modules-load.d and cloud-init files. Missing files are
-// skipped.
+// conflist, the modules-load.d, cloud-init, networkd and NetworkManager
+// files. Missing files are skipped.
 func Uninstall(o Options) ([]Action, error) {
 	paths := []string{
 		filepath.Join(o.BinDir, netconf.PluginType), filepath.Join(o.BinDir, netconf.IPAMType),
@@ -26,6 +27,10 @@ func Uninstall(o Options) ([]Action, error) {
 	if o.CloudInitDir != "" {
 		paths = append(paths, filepath.Join(o.CloudInitDir, CloudInitFileName))
 	}
+	for p := range o.managerFiles() {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths[len(paths)-len(o.managerFiles()):])
 	var acts []Action
 	var errs []error
 	for _, p := range paths {

@@ -21,11 +21,12 @@ const (
 	ServiceDNS        = "dns"        // UDP and TCP on 168.63.129.16:53
 	ServiceIMDS       = "imds"       // HTTP on 169.254.169.254:80
 	ServiceInternet   = "internet"   // HTTP on 203.0.113.100:80
+	ServiceDHCP       = "dhcp"       // DHCP from 168.63.129.16 on every VM port
 )
 
 // ServiceNames lists every service Serve starts.
 func ServiceNames() []string {
-	return []string{ServiceWireserver, ServiceDNS, ServiceIMDS, ServiceInternet}
+	return []string{ServiceWireserver, ServiceDNS, ServiceIMDS, ServiceInternet, ServiceDHCP}
 }
 
 // Services are the fabric's servers, running in this process with their
@@ -86,6 +87,8 @@ func (s *Services) Start(name string) error {
 		err = srv.serveHTTP(s.f.FabricNetNS(), netip.AddrPortFrom(IMDSIP, 80), s.f.IMDSHandler())
 	case ServiceInternet:
 		err = srv.serveHTTP(s.f.InternetNetNS(), netip.AddrPortFrom(InternetHostIP, 80), s.f.internetHostHandler())
+	case ServiceDHCP:
+		err = srv.serveDHCP(s.f)
 	default:
 		return fmt.Errorf("start service %q: unknown service, want one of %v", name, ServiceNames())
 	}

@@ -142,9 +142,17 @@ type Image struct {
 	// sets (iptables -P FORWARD DROP; with iptables-nft, the chain FORWARD
 	// of table ip filter).
 	ForwardDrop bool `json:"forwardDrop,omitempty"`
+	// DHCP: the VM's network manager keeps eth0's address and default
+	// route from the fabric's DHCP (Azure's: the primary IP, the subnet's
+	// gateway, infinite lease), and re-applies them at each renewal. The
+	// fabric always answers DHCP; this trait runs a client (DHCPClient) in
+	// each VM, started by whoever serves the fabric (the lab's daemon,
+	// the tests).
+	DHCP bool `json:"dhcp,omitempty"`
 }
 
-// RealImage is every trait: what test suites meet by default.
+// RealImage is the traits test suites meet by default; DHCP, which runs a
+// client process per VM, is asked for by the tests of it and lab up --dhcp.
 var RealImage = Image{SecondariesOnEth0: true, ForwardDrop: true}
 
 // VMSpec describes a VM and its NIC.

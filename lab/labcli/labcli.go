@@ -116,7 +116,7 @@ max-pods 30. Running up on a half-built lab repairs it.`,
 				return err
 			}
 			if realImage {
-				image = fabric.RealImage
+				image.SecondariesOnEth0, image.ForwardDrop = true, true
 			}
 			l, err := vnetlab.Up(cmd.Context(), vnetlab.UpOptions{Name: *name, Definition: def, Mode: mode, Model: model, BinDir: binDir, Progress: cmd.ErrOrStderr(),
 				Kubernetes: kubernetes, K8sBinDir: k8sBinDir, NoAgent: noAgent, Image: image})
@@ -140,6 +140,7 @@ max-pods 30. Running up on a half-built lab repairs it.`,
 	c.Flags().BoolVar(&noAgent, "no-agent", false, "run no vnetd on the VMs: the plugins work standalone")
 	c.Flags().BoolVar(&image.SecondariesOnEth0, "secondaries-on-eth0", false, "boot the VMs with the NIC's secondary IPs on eth0, as cloud-init's Azure datasource does")
 	c.Flags().BoolVar(&image.ForwardDrop, "forward-drop", false, "boot the VMs with a FORWARD policy of DROP (ip filter FORWARD), as Docker sets")
+	c.Flags().BoolVar(&image.DHCP, "dhcp", false, "run a DHCP client (udhcpc) on each VM's eth0 that keeps its address from the fabric's DHCP, as Azure's VMs do")
 	c.Flags().BoolVar(&realImage, "real-image", false, "both: --secondaries-on-eth0 --forward-drop")
 	c.Flags().StringVar(&k8sBinDir, "k8s-bin-dir", k8slab.DefaultBinDir, "Kubernetes binaries (built by scripts/k8s-binaries.sh)")
 	c.Flags().StringVarP(&file, "file", "f", "", "cluster definition (ACS-Engine JSON); the seed's example when empty")

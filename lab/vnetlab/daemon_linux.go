@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -42,6 +43,20 @@ func Serve(ctx context.Context, name string, log *slog.Logger) error {
 		return fmt.Errorf("start lab services: %w", err)
 	}
 	defer svc.Close()
+	if l.Spec.Image.DHCP {
+		// The VMs' network managers: each keeps eth0's lease.
+		for _, v := range l.Spec.VMs {
+			dir := filepath.Join(l.VMDir(v.Name), "dhcp")
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			c, err := fabric.StartDHCPClient(fabric.Open(l.Spec).VMNetNS(v.Name), "eth0", dir)
+			if err != nil {
+				return fmt.Errorf("start the DHCP client of %s: %w", v.Name, err)
+			}
+			defer c.Stop()
+		}
+	}
 
 	_ = os.Remove(l.controlSock())
 	ln, err := net.Listen("unix", l.controlSock())

@@ -94,6 +94,8 @@ type vm struct {
 	list   *libcni.NetworkConfigList
 	// incumbentDir holds the VM's Azure azure-vnet state files, if any.
 	incumbentDir string
+	// dhcp is the VM's DHCP client, with clusterOpts.dhcp.
+	dhcp *fabric.DHCPClient
 }
 
 type clusterOpts struct {
@@ -104,6 +106,8 @@ type clusterOpts struct {
 	// NIC's secondary IPs on eth0, a FORWARD policy of DROP) that every
 	// test meets otherwise.
 	cleanVM bool
+	// dhcp runs a DHCP client on each VM's eth0 (fabric.Image.DHCP).
+	dhcp bool
 	// model, "overlay" or "kubenet", gives VM i the pod CIDR podCIDR(i)
 	// in its conflist, and the fabric that model's routing.
 	model string
@@ -147,6 +151,7 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 	if !o.cleanVM {
 		spec.Image = fabric.RealImage
 	}
+	spec.Image.DHCP = o.dhcp
 	f, svc := fabrictest.Start(t, spec)
 	c := &cluster{t: t, f: f, svc: svc}
 	if o.model == "kubenet" {
@@ -168,6 +173,18 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 		m.incumbentDir = filepath.Join(dir, "incumbent")
 		if err := os.MkdirAll(m.incumbentDir, 0o755); err != nil {
 			t.Fatal(err)
+		}
+		if o.dhcp {
+			dhcpDir := filepath.Join(dir, "dhcp")
+			if err := os.MkdirAll(dhcpDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			cl, err := fabric.StartDHCPClient(m.ns, "eth0", dhcpDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cl.Stop() })
+			m.dhcp = cl
 		}
 		m.runner = &cnirunner.Runner{
 			NetNS:    netns.Path(m.ns),

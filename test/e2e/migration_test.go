@@ -60,9 +60,22 @@ func incumbentPod(t *testing.T, m *vm, containerID string, ip, other netip.Addr)
 			t.Fatalf("%v in %s: %v %s", args, podNS, err, out)
 		}
 	}
+	writeIncumbentState(t, m, "bridge", `,"BridgeName":"azure0"`, containerID, hostIf, mac, ip, other)
+	return &pod{vm: m, name: "incumbent", ns: podNS, ip: ip, cni: cnirunner.Pod{
+		ContainerID: containerID, NetNS: netns.Path(podNS), IfName: "eth0", Namespace: "default", Name: "legacy"}}
+}
+
+// writeIncumbentState writes Azure's azure-vnet network and IPAM files for
+// one pod of mode (bridgeField: the external interface's BridgeName, if
+// any), with one more address its IPAM hands out to a pod of another
+// plugin.
+func writeIncumbentState(t *testing.T, m *vm, mode, bridgeField, containerID, hostIf string, mac net.HardwareAddr, ip, other netip.Addr) {
+	t.Helper()
+	bits := subnet.Bits()
+	gw := fabric.Gateway(subnet).String()
 	mask := base64.StdEncoding.EncodeToString(net.CIDRMask(bits, 32))
-	network := fmt.Sprintf(`{"Network":{"Version":"v1.4.39","TimeStamp":"2024-01-01T00:00:00Z","ExternalInterfaces":{"eth0":{"Name":"eth0","Subnets":[%q],"BridgeName":"azure0","Networks":{"azure":{"Id":"azure","Mode":"bridge","Endpoints":{%q:{"Id":%q,"IfName":"eth0","HostIfName":%q,"MacAddress":%q,"IPAddresses":[{"IP":%q,"Mask":%q}],"Gateways":[%q],"ContainerID":%q,"PODName":"legacy","PODNameSpace":"default"}}}}}}}}`,
-		subnet, containerID[:8]+"-eth0", containerID[:8]+"-eth0", hostIf, base64.StdEncoding.EncodeToString(mac), ip, mask, gw, containerID)
+	network := fmt.Sprintf(`{"Network":{"Version":"v1.4.39","TimeStamp":"2024-01-01T00:00:00Z","ExternalInterfaces":{"eth0":{"Name":"eth0","Subnets":[%q]%s,"Networks":{"azure":{"Id":"azure","Mode":%q,"Endpoints":{%q:{"Id":%q,"IfName":"eth0","HostIfName":%q,"MacAddress":%q,"IPAddresses":[{"IP":%q,"Mask":%q}],"Gateways":[%q],"ContainerID":%q,"PODName":"legacy","PODNameSpace":"default"}}}}}}}}`,
+		subnet, bridgeField, mode, containerID[:8]+"-eth0", containerID[:8]+"-eth0", hostIf, base64.StdEncoding.EncodeToString(mac), ip, mask, gw, containerID)
 	ipamState := fmt.Sprintf(`{"IPAM":{"Version":"v1.4.39","TimeStamp":"2024-01-01T00:00:00Z","AddressSpaces":{"local":{"Id":"local","Scope":0,"Pools":{%q:{"Id":%q,"IfName":"eth0","Subnet":{"IP":%q,"Mask":%q},"Gateway":%q,"Addresses":{%q:{"ID":%q,"Addr":%q,"InUse":true},%q:{"ID":"sriov-net1","Addr":%q,"InUse":true}},"IsIPv6":false,"Priority":0,"RefCount":1}}}}}}`,
 		subnet, subnet, subnet.Addr(), mask, gw, ip, containerID[:8]+"-eth0", ip, other, other)
 	for name, body := range map[string]string{incumbent.NetworkFile: network, incumbent.IPAMFile: ipamState} {
@@ -70,18 +83,70 @@ func incumbentPod(t *testing.T, m *vm, containerID string, ip, other netip.Addr)
 			t.Fatal(err)
 		}
 	}
+}
+
+// incumbentTransparentPod builds what Azure's own azure-vnet leaves on a
+// node for one pod in transparent mode (its default since v1.2): eth0
+// untouched, a host veth named the way it names them with a /32 route to
+// the pod, and in the pod the address with the subnet's prefix, no on-link
+// subnet route, everything via 169.254.1.1 with a static neighbour for it
+// (the host veth's MAC); and its state files.
+func incumbentTransparentPod(t *testing.T, m *vm, containerID string, ip, other netip.Addr) *pod {
+	t.Helper()
+	podNS := m.newPodNS(t, "incumbent")
+	hostIf := "azv1a2b3c4d5e6"
+	hostMAC := "aa:aa:aa:aa:aa:aa"
+	mac := net.HardwareAddr{0x02, 0x11, 0x22, 0x33, 0x44, 0x55}
+	// The image put the pod's address on eth0; the incumbent's pod could
+	// not have worked with it there.
+	_, _ = runIn(m.ns, "ip", "addr", "del", netip.PrefixFrom(ip, subnet.Bits()).String(), "dev", "eth0")
+	for _, args := range [][]string{
+		{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		{"ip", "link", "add", hostIf, "address", hostMAC, "type", "veth", "peer", "name", "inc0", "address", mac.String(), "netns", netns.Path(podNS)},
+		{"ip", "link", "set", hostIf, "up"},
+		{"ip", "route", "add", ip.String() + "/32", "dev", hostIf},
+	} {
+		if out, err := runIn(m.ns, args...); err != nil {
+			t.Fatalf("%v in %s: %v %s", args, m.ns, err, out)
+		}
+	}
+	for _, args := range [][]string{
+		{"ip", "link", "set", "inc0", "name", "eth0"},
+		{"ip", "link", "set", "lo", "up"},
+		{"ip", "link", "set", "eth0", "up"},
+		{"ip", "addr", "add", netip.PrefixFrom(ip, subnet.Bits()).String(), "dev", "eth0", "noprefixroute"},
+		{"ip", "route", "add", "169.254.1.1/32", "dev", "eth0", "scope", "link"},
+		{"ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"},
+		{"ip", "neigh", "add", "169.254.1.1", "lladdr", hostMAC, "dev", "eth0", "nud", "permanent"},
+	} {
+		if out, err := runIn(podNS, args...); err != nil {
+			t.Fatalf("%v in %s: %v %s", args, podNS, err, out)
+		}
+	}
+	writeIncumbentState(t, m, "transparent", "", containerID, hostIf, mac, ip, other)
 	return &pod{vm: m, name: "incumbent", ns: podNS, ip: ip, cni: cnirunner.Pod{
 		ContainerID: containerID, NetNS: netns.Path(podNS), IfName: "eth0", Namespace: "default", Name: "legacy"}}
 }
 
 // TestMigrationFromAzureCNI: installing over a node where Azure's own
-// azure-vnet runs a pod keeps that pod working, never reuses its address
-// nor one its IPAM gave another plugin, leaves its veth alone in
-// `vnetctl gc --fix`, and DEL of the adopted pod removes it.
+// azure-vnet runs a pod, in bridge mode or in transparent mode, keeps that
+// pod working, never reuses its address nor one its IPAM gave another
+// plugin, leaves its veth alone in `vnetctl gc --fix`, and DEL of the
+// adopted pod removes it.
 func TestMigrationFromAzureCNI(t *testing.T) {
-	c := newCluster(t, clusterOpts{vms: 2, secondaries: 4, conflist: conflist(t, "1.1.0", datapath.ModeBridge, nil)})
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) { testMigration(t, mode) })
+	}
+}
+
+func testMigration(t *testing.T, mode string) {
+	c := newCluster(t, clusterOpts{vms: 2, secondaries: 4, conflist: conflist(t, "1.1.0", mode, nil)})
 	vm1, vm2 := c.vms[0], c.vms[1]
-	old := incumbentPod(t, vm1, "legacy0123456789", vm1.spec.SecondaryIPs[0], vm1.spec.SecondaryIPs[1])
+	build := incumbentPod
+	if mode == datapath.ModeTransparent {
+		build = incumbentTransparentPod
+	}
+	old := build(t, vm1, "legacy0123456789", vm1.spec.SecondaryIPs[0], vm1.spec.SecondaryIPs[1])
 
 	if out, code := vm1.vnetctl(t, "gc", "--fix"); code != 0 || strings.Contains(out, "azv1a2b3c4d5e6") {
 		t.Errorf("vnetctl gc --fix before the first ADD: exit %d, want 0 and the incumbent's veth left alone\n%s", code, out)

@@ -54,7 +54,9 @@ func (m *vm) install(t *testing.T) {
 	t.Helper()
 	d := filepath.Join(m.dir, "installed")
 	out, err := runIn(m.ns, filepath.Join(binDir, "vnetctl"), "install", "--bin-dir", binDir,
-		"--cni-bin-dir", filepath.Join(d, "bin"), "--cni-conf-dir", filepath.Join(d, "net.d"), "--sysctl-dir", "")
+		"--cni-bin-dir", filepath.Join(d, "bin"), "--cni-conf-dir", filepath.Join(d, "net.d"), "--sysctl-dir", "",
+		// Nothing into the machine's /etc.
+		"--modules-load-dir", "", "--cloud-init-dir", "", "--networkd-dir", "", "--networkmanager-dir", "")
 	if err != nil {
 		t.Fatalf("vnetctl install on %s: %v\n%s", m.spec.Name, err, out)
 	}

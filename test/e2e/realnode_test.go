@@ -196,45 +196,57 @@ func TestBridgeNetfilter(t *testing.T) {
 }
 
 // TestForwardDrop (case 4): with another firewall's FORWARD policy DROP
-// (Docker's `iptables -P FORWARD DROP`, iptables-nft), pods still reach
-// each other on the node and across the VNet, and the internet; the
-// accepts are iptables-readable and go with the network's last pod.
+// (Docker's `iptables -P FORWARD DROP`), set with iptables-nft or with
+// iptables-legacy (x_tables, which nftables cannot see or override), pods
+// still reach each other on the node and across the VNet, and the
+// internet; the accepts are readable by the iptables that set the policy
+// and go with the network's last pod.
 func TestForwardDrop(t *testing.T) {
-	for _, mode := range modes {
-		t.Run(mode, func(t *testing.T) {
-			c := newCluster(t, clusterOpts{vms: 2, secondaries: 4, cleanVM: true, conflist: conflist(t, "1.1.0", mode, nil)})
-			vm1, vm2 := c.vms[0], c.vms[1]
-			for _, m := range c.vms {
-				if out, err := runIn(m.ns, "iptables-nft", "-P", "FORWARD", "DROP"); err != nil {
-					t.Fatalf("iptables -P FORWARD DROP in %s: %v %s", m.ns, err, out)
-				}
-			}
-			a := vm1.addPod(t, "a")
-			b := vm1.addPod(t, "b")
-			x := vm2.addPod(t, "x")
-			mustPing(t, a.ns, b.ip)
-			mustPing(t, b.ns, a.ip)
-			echoServer(t, b.ns, b.ip, 8080)
-			mustTCP(t, a.ns, netip.AddrPortFrom(b.ip, 8080))
-			mustReachOut(t, a, x)
-			mustReachOut(t, x, a)
-
-			// iptables (Docker's tool) still reads the chain.
-			out, err := runIn(vm1.ns, "iptables-nft", "-S", "FORWARD")
-			if err != nil || !strings.Contains(string(out), `--comment "azure-vnet azure"`) || !strings.Contains(string(out), "-P FORWARD DROP") {
-				t.Errorf("iptables -S FORWARD: %v\n%s\nwant the policy and the network's commented accepts", err, out)
-			}
-			a.del(t)
-			if out, _ := runIn(vm1.ns, "iptables-nft", "-S", "FORWARD"); !strings.Contains(string(out), "azure-vnet azure") {
-				t.Errorf("after DEL of one of two pods the accepts are gone:\n%s", out)
-			}
-			b.del(t)
-			if out, _ := runIn(vm1.ns, "iptables-nft", "-S", "FORWARD"); strings.Contains(string(out), "azure-vnet") {
-				t.Errorf("after DEL of the last pod: accepts left:\n%s", out)
-			}
-			mustReachOut(t, vm1.addPod(t, "c"), x)
-		})
+	for _, tool := range []string{"iptables-nft", "iptables-legacy"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed (scripts/setup.sh installs iptables): %v", tool, err)
+		}
+		for _, mode := range modes {
+			t.Run(tool+"/"+mode, func(t *testing.T) { testForwardDrop(t, tool, mode) })
+		}
 	}
+}
+
+func testForwardDrop(t *testing.T, tool, mode string) {
+	c := newCluster(t, clusterOpts{vms: 2, secondaries: 4, cleanVM: true, conflist: conflist(t, "1.1.0", mode, nil)})
+	vm1, vm2 := c.vms[0], c.vms[1]
+	for _, m := range c.vms {
+		if out, err := runIn(m.ns, tool, "-P", "FORWARD", "DROP"); err != nil {
+			t.Fatalf("%s -P FORWARD DROP in %s: %v %s", tool, m.ns, err, out)
+		}
+	}
+	a := vm1.addPod(t, "a")
+	b := vm1.addPod(t, "b")
+	x := vm2.addPod(t, "x")
+	mustPing(t, a.ns, b.ip)
+	mustPing(t, b.ns, a.ip)
+	echoServer(t, b.ns, b.ip, 8080)
+	mustTCP(t, a.ns, netip.AddrPortFrom(b.ip, 8080))
+	mustReachOut(t, a, x)
+	mustReachOut(t, x, a)
+
+	// The iptables that set the policy (Docker's tool) still reads the chain.
+	out, err := runIn(vm1.ns, tool, "-S", "FORWARD")
+	if err != nil || !strings.Contains(string(out), `--comment "azure-vnet azure"`) || !strings.Contains(string(out), "-P FORWARD DROP") {
+		t.Errorf("%s -S FORWARD: %v\n%s\nwant the policy and the network's commented accepts", tool, err, out)
+	}
+	if n := strings.Count(string(out), "azure-vnet azure"); n != 2 {
+		t.Errorf("%s -S FORWARD holds %d of the network's accepts, want 2 (in and out)\n%s", tool, n, out)
+	}
+	a.del(t)
+	if out, _ := runIn(vm1.ns, tool, "-S", "FORWARD"); !strings.Contains(string(out), "azure-vnet azure") {
+		t.Errorf("after DEL of one of two pods the accepts are gone:\n%s", out)
+	}
+	b.del(t)
+	if out, _ := runIn(vm1.ns, tool, "-S", "FORWARD"); strings.Contains(string(out), "azure-vnet") {
+		t.Errorf("after DEL of the last pod: accepts left:\n%s", out)
+	}
+	mustReachOut(t, vm1.addPod(t, "c"), x)
 }
 
 // TestSecondariesOnEth0 (case 1): cloud-init put every secondary IP of the
@@ -342,5 +354,44 @@ func TestNewerStateRefused(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); string(b) != string(newer) {
 		t.Errorf("the newer state file was changed to %s", b)
+	}
+}
+
+// TestPoolNICNotDefaultRoute: a VM with a second NIC that carries its
+// default route (here a veth eth1 whose gateway answers nothing: what
+// leaves through it is lost, as the fabric drops a pod's address from a
+// NIC that does not hold it). The pods' NIC is eth0; their traffic off
+// the subnet must still leave through it, SNATed to its primary IP, while
+// the node's own default route stays on eth1.
+func TestPoolNICNotDefaultRoute(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			c := newCluster(t, clusterOpts{vms: 2, secondaries: 4, conflist: conflist(t, "1.1.0", mode, nil)})
+			vm1, vm2 := c.vms[0], c.vms[1]
+			for _, args := range [][]string{
+				{"ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1-peer"},
+				{"ip", "addr", "add", "192.168.77.4/24", "dev", "eth1"},
+				{"ip", "link", "set", "eth1-peer", "up"},
+				{"ip", "link", "set", "eth1", "up"},
+				// Azure's DHCP on the pool's NIC routes its host endpoints
+				// through it (classless static routes) whatever the default.
+				{"ip", "route", "add", "168.63.129.16/32", "via", "10.0.0.1", "dev", "eth0"},
+				{"ip", "route", "add", "169.254.169.254/32", "via", "10.0.0.1", "dev", "eth0"},
+				{"ip", "route", "replace", "default", "via", "192.168.77.1", "dev", "eth1"},
+			} {
+				if out, err := runIn(vm1.ns, args...); err != nil {
+					t.Fatalf("%v in %s: %v %s", args, vm1.ns, err, out)
+				}
+			}
+			a := vm1.addPod(t, "a")
+			x := vm2.addPod(t, "x")
+			mustReachOut(t, a, x)
+			mustPing(t, a.ns, vm2.spec.PrimaryIP)
+			mustPing(t, vm2.ns, a.ip)
+			out, err := runIn(vm1.ns, "ip", "-4", "route", "show", "default")
+			if err != nil || !strings.Contains(string(out), "dev eth1") {
+				t.Errorf("the node's default route: %v %s, want it left on eth1", err, out)
+			}
+		})
 	}
 }
