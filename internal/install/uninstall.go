@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/vnetcni/vnetcni/internal/netconf"
+	"github.com/vnetcni/vnetcni/internal/thinplugin"
 )
 
 // Removed is the outcome of a file Uninstall deleted.
@@ -17,7 +18,7 @@ const Removed Outcome = "removed"
 // skipped.
 func Uninstall(o Options) ([]Action, error) {
 	paths := []string{
-		filepath.Join(o.BinDir, netconf.PluginType), filepath.Join(o.BinDir, netconf.IPAMType),
+		filepath.Join(o.BinDir, netconf.PluginType), filepath.Join(o.BinDir, thinplugin.StandaloneName), filepath.Join(o.BinDir, netconf.IPAMType),
 		filepath.Join(o.ConfDir, o.ConflistName),
 	}
 	if o.ModulesLoadDir != "" {
