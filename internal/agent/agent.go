@@ -28,6 +28,7 @@ import (
 	"github.com/vnetcni/vnetcni/internal/buildinfo"
 	"github.com/vnetcni/vnetcni/internal/cniplugin"
 	"github.com/vnetcni/vnetcni/internal/netconf"
+	"github.com/vnetcni/vnetcni/internal/store"
 )
 
 // Config is vnetd's configuration.
@@ -100,9 +101,13 @@ func New(cfg Config) *Agent {
 		repairs:  map[string]int{},
 		netns:    agentapi.NetNSID(),
 	}
+	// One in-memory state and one commit queue for both plugins' commands:
+	// they share the state file.
+	committer := store.NewCommitter(cfg.StateDir)
 	for _, name := range []string{netconf.PluginType, netconf.IPAMType} {
 		p := cniplugin.New(name)
 		p.StateDir = cfg.StateDir
+		p.StateCommitter = committer
 		p.Log = cniplugin.OpenLog(name).With("via", "vnetd")
 		p.OnStateWrite = a.metrics.stateWrites.Inc
 		a.plugins[name] = p

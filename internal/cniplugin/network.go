@@ -44,6 +44,7 @@ func (p *Plugin) openNode(conf *netconf.NetConf) (*node, error) {
 	n := &node{p: p, conf: conf, k: k, host: k.Host(), store: store.New(p.StateDir)}
 	n.store.Rebuild = n.rebuild
 	n.store.OnWrite = p.OnStateWrite
+	n.store.Committer = p.StateCommitter
 	n.store.OnRecover = func(cause error, saved string) {
 		p.Log.Warn("state file damaged; rebuilt from the kernel", "cause", cause, "savedAs", saved)
 		fmt.Fprintf(p.Stderr, "%s: %v; rebuilt state from the kernel (damaged copy kept as %s)\n", p.Name, cause, saved)

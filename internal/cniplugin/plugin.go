@@ -50,6 +50,9 @@ type Plugin struct {
 	// OnStateWrite, when set, hears of every state file write (the agent
 	// counts them).
 	OnStateWrite func()
+	// StateCommitter, when set (by the agent), keeps the state in memory
+	// between commands and group-commits their updates.
+	StateCommitter *store.Committer
 	// IncumbentDir holds the state files of Azure's own azure-vnet, whose
 	// pods are adopted when the network is first set up.
 	IncumbentDir string
