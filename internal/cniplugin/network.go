@@ -455,7 +455,24 @@ func (n *node) ready(st *store.State, r datapath.Rules, b *datapath.Bridge) bool
 	if rec == nil || rec.Rules != r.Fingerprint() {
 		return false
 	}
-	return n.k.NetworkReady(r, b)
+	c := n.p.Ready
+	if c == nil {
+		return n.k.NetworkReady(r, b)
+	}
+	key := rec.Rules
+	if b != nil {
+		key += fmt.Sprintf(" %+v", *b)
+	}
+	fresh, gen := c.fresh(key)
+	if fresh {
+		return true
+	}
+	at := c.Now()
+	if !n.k.NetworkReady(r, b) {
+		return false
+	}
+	c.verified(key, gen, at)
+	return true
 }
 
 func (n *node) record(st *store.State, pool *store.Pool) *store.Network {

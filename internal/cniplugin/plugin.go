@@ -53,6 +53,9 @@ type Plugin struct {
 	// StateCommitter, when set (by the agent), keeps the state in memory
 	// between commands and group-commits their updates.
 	StateCommitter *store.Committer
+	// Ready, when set (by the agent), spares ADDs the check of the
+	// network's static setup for a while after one found it intact.
+	Ready *ReadyCache
 	// IncumbentDir holds the state files of Azure's own azure-vnet, whose
 	// pods are adopted when the network is first set up.
 	IncumbentDir string
