@@ -45,7 +45,8 @@ type pending struct {
 	s    *Store
 	fn   func(*State) error
 	err  error
-	done chan struct{}
+	done chan struct{} // closed when the update is committed or failed
+	lead chan struct{} // closed when this waiter is to commit the next batch
 }
 
 // fileID identifies one version of the state file.
@@ -100,25 +101,36 @@ func (c *Committer) read(s *Store) (*State, error) {
 	return st, nil
 }
 
-// update queues fn and returns when the write containing it is done.
+// update queues fn and returns when the write containing it is done. The
+// caller that finds nobody committing commits the queue as one batch, then
+// hands the next batch to the oldest waiter, so no caller commits for
+// others for long.
 func (c *Committer) update(s *Store, fn func(*State) error) error {
-	p := &pending{s: s, fn: fn, done: make(chan struct{})}
+	p := &pending{s: s, fn: fn, done: make(chan struct{}), lead: make(chan struct{})}
 	c.mu.Lock()
 	c.queue = append(c.queue, p)
 	if c.leading {
 		c.mu.Unlock()
-		<-p.done
-		return p.err
-	}
-	c.leading = true
-	for len(c.queue) > 0 {
-		batch := c.queue
-		c.queue = nil
+		select {
+		case <-p.done:
+			return p.err
+		case <-p.lead:
+		}
+	} else {
+		c.leading = true
 		c.mu.Unlock()
-		c.commit(batch)
-		c.mu.Lock()
 	}
-	c.leading = false
+	c.mu.Lock()
+	batch := c.queue // holds p: it is the oldest waiter, or was just queued
+	c.queue = nil
+	c.mu.Unlock()
+	c.commit(batch)
+	c.mu.Lock()
+	if len(c.queue) > 0 {
+		close(c.queue[0].lead)
+	} else {
+		c.leading = false
+	}
 	c.mu.Unlock()
 	<-p.done
 	return p.err
