@@ -21,7 +21,7 @@ setup:
 
 build: setup
 	@mkdir -p $(BIN)
-	go build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/azure-vnet ./cmd/azure-vnet-ipam ./cmd/vnetd ./cmd/vnetctl ./cmd/vnetctl-policy ./cmd/vnet-ipam-controller ./lab/cmd/vnetctl-lab
+	go build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/azure-vnet ./cmd/azure-vnet-standalone ./cmd/azure-vnet-ipam ./cmd/vnetd ./cmd/vnetctl ./cmd/vnetctl-policy ./cmd/vnet-ipam-controller ./lab/cmd/vnetctl-lab
 	go build -o $(BIN)/ $(CNI_PLUGINS)
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/ ./lab/cmd/vnetcni-pause ./lab/cmd/vnetcni-echo
 
@@ -96,7 +96,7 @@ setup-runtimes:
 # sample conflist, the install script and docker-run.sh, in one tarball.
 release: setup
 	@rm -rf $(DIST)/$(RELEASE) && mkdir -p $(DIST)/$(RELEASE)
-	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags "$(LDFLAGS)" -o $(DIST)/$(RELEASE)/ ./cmd/azure-vnet ./cmd/azure-vnet-ipam ./cmd/vnetd ./cmd/vnetctl ./cmd/vnetctl-policy ./cmd/vnet-ipam-controller
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags "$(LDFLAGS)" -o $(DIST)/$(RELEASE)/ ./cmd/azure-vnet ./cmd/azure-vnet-standalone ./cmd/azure-vnet-ipam ./cmd/vnetd ./cmd/vnetctl ./cmd/vnetctl-policy ./cmd/vnet-ipam-controller
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -o $(DIST)/$(RELEASE)/ github.com/containernetworking/plugins/plugins/meta/portmap github.com/containernetworking/plugins/plugins/main/loopback
 	cp conf/10-azure.conflist scripts/install-cni-plugin.sh scripts/docker-run.sh deploy/systemd/vnetd.service $(DIST)/$(RELEASE)/
 	tar --sort=name --owner=0 --group=0 --numeric-owner -czf $(DIST)/$(RELEASE).tgz -C $(DIST)/$(RELEASE) .

@@ -87,7 +87,7 @@ func TestProductImportsNoLab(t *testing.T) {
 // socket.
 func TestPluginsStayThin(t *testing.T) {
 	heavy := []string{"github.com/prometheus/", "k8s.io/client-go", "k8s.io/api/"}
-	for _, bin := range []string{"./cmd/azure-vnet", "./cmd/azure-vnet-ipam", "./cmd/vnetctl"} {
+	for _, bin := range []string{"./cmd/azure-vnet", "./cmd/azure-vnet-standalone", "./cmd/azure-vnet-ipam", "./cmd/vnetctl"} {
 		out, err := exec.Command("go", "list", "-deps", bin).Output()
 		if err != nil {
 			t.Fatalf("go list -deps %s: %v", bin, err)
@@ -95,6 +95,27 @@ func TestPluginsStayThin(t *testing.T) {
 		for _, d := range strings.Fields(string(out)) {
 			if hasPrefix(d, heavy) {
 				t.Errorf("%s links %s", bin, d)
+			}
+		}
+	}
+}
+
+// TestThinPluginLinksLittle: azure-vnet, the thin client, starts for every
+// CNI call; the CNI library, netlink, nftables and net/http are the
+// standalone plugin's (azure-vnet-standalone) and the agent's.
+func TestThinPluginLinksLittle(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "./cmd/azure-vnet").Output()
+	if err != nil {
+		t.Fatalf("go list -deps ./cmd/azure-vnet: %v", err)
+	}
+	heavy := []string{"github.com/", "golang.org/x/", "net", "net/http", "regexp"}
+	for _, d := range strings.Fields(string(out)) {
+		if strings.HasPrefix(d, module+"/") {
+			continue
+		}
+		for _, h := range heavy {
+			if d == h || strings.HasPrefix(h, "github.com/") && strings.HasPrefix(d, h) || strings.HasPrefix(h, "golang.org/") && strings.HasPrefix(d, h) {
+				t.Errorf("./cmd/azure-vnet links %s", d)
 			}
 		}
 	}
@@ -131,7 +152,7 @@ var pluginForbidden = []string{"k8s.io/", module + "/internal/policy", module + 
 // TestPluginsLinkNoPolicy: go list -deps of the plugins and vnetctl holds
 // none of them.
 func TestPluginsLinkNoPolicy(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "./cmd/azure-vnet", "./cmd/azure-vnet-ipam", "./cmd/vnetctl").Output()
+	out, err := exec.Command("go", "list", "-deps", "./cmd/azure-vnet", "./cmd/azure-vnet-standalone", "./cmd/azure-vnet-ipam", "./cmd/vnetctl").Output()
 	if err != nil {
 		t.Fatalf("go list -deps: %v", err)
 	}

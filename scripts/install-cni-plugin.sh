@@ -49,7 +49,7 @@ sysctl_dir=${SYSCTL_DIR-/etc/sysctl.d}
 unit_dir=${SYSTEMD_UNIT_DIR:-/etc/systemd/system}
 conflist=10-azure.conflist
 unit=vnetd.service
-binaries=(azure-vnet azure-vnet-ipam portmap loopback)
+binaries=(azure-vnet-standalone azure-vnet azure-vnet-ipam portmap loopback)
 optional=(vnetctl docker-run.sh)
 
 args=()

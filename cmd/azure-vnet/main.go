@@ -1,23 +1,14 @@
 // Command azure-vnet is the CNI plugin that attaches containers to an Azure
-// virtual network with addresses from the VM NIC's secondary IP configurations.
+// virtual network with addresses from the VM NIC's secondary IP
+// configurations. This binary is the thin client: it hands ADD and DEL to
+// vnetd and execs azure-vnet-standalone (installed beside it) for
+// everything else, and for every call when no agent runs.
 package main
 
 import (
-	"fmt"
 	"os"
 
-	"github.com/containernetworking/cni/pkg/skel"
-
-	"github.com/vnetcni/vnetcni/internal/cniplugin"
-	"github.com/vnetcni/vnetcni/internal/netconf"
+	"github.com/vnetcni/vnetcni/internal/thinplugin"
 )
 
-const name = netconf.PluginType
-
-func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "version") {
-		fmt.Println(cniplugin.About(name))
-		return
-	}
-	skel.PluginMainFuncs(cniplugin.New(name).Funcs(), cniplugin.Versions, cniplugin.About(name))
-}
+func main() { os.Exit(thinplugin.Main("azure-vnet")) }

@@ -28,6 +28,7 @@ import (
 	"github.com/vnetcni/vnetcni/internal/buildinfo"
 	"github.com/vnetcni/vnetcni/internal/cniplugin"
 	"github.com/vnetcni/vnetcni/internal/netconf"
+	"github.com/vnetcni/vnetcni/internal/store"
 )
 
 // Config is vnetd's configuration.
@@ -47,6 +48,12 @@ const (
 	DefaultResync      = 10 * time.Second
 	DefaultPoolRefresh = 5 * time.Second
 	DefaultMaxInFlight = 16
+
+	// readyMaxAge bounds how long an ADD trusts an earlier check of its
+	// network's static setup without a notification: what notifications
+	// cannot tell (a sysctl, a failed monitor) is caught by the next
+	// check or the periodic resync.
+	readyMaxAge = 2 * time.Second
 )
 
 // ErrRunning is returned when another agent already serves the state
@@ -60,6 +67,9 @@ type Agent struct {
 	plugins map[string]*cniplugin.Plugin
 	runners map[string]runner // what serves each plugin's commands: plugins, or fakes in tests
 	rec     *cniplugin.Reconciler
+	// setupOK spares ADDs the check of a network's static setup; kernel
+	// notifications that may mean its loss invalidate it.
+	setupOK *cniplugin.ReadyCache
 	metrics *metrics
 	sem     chan struct{}
 	kick    chan struct{} // asks the reconciler for a pass now
@@ -103,9 +113,15 @@ func New(cfg Config) *Agent {
 		repairs:  map[string]int{},
 		netns:    agentapi.NetNSID(),
 	}
+	// One in-memory state and one commit queue for both plugins' commands:
+	// they share the state file.
+	committer := store.NewCommitter(cfg.StateDir)
+	a.setupOK = cniplugin.NewReadyCache(readyMaxAge)
 	for _, name := range []string{netconf.PluginType, netconf.IPAMType} {
 		p := cniplugin.New(name)
 		p.StateDir = cfg.StateDir
+		p.StateCommitter = committer
+		p.Ready = a.setupOK
 		p.Log = cniplugin.OpenLog(name).With("via", "vnetd")
 		p.OnStateWrite = a.metrics.stateWrites.Inc
 		a.plugins[name] = p

@@ -29,8 +29,15 @@ func (a *Agent) reconcileLoop(ctx context.Context) {
 		default:
 		}
 	}
-	a.watchNetlink(ctx, notify)
-	a.watchNFT(ctx, notify)
+	// A loss also makes the next ADD check its network's static setup
+	// again, except a new host veth (down until ADD sets it up), which
+	// every ADD makes.
+	lost := func() {
+		a.setupOK.Invalidate()
+		notify()
+	}
+	a.watchNetlink(ctx, lost, notify)
+	a.watchNFT(ctx, lost)
 
 	tick := time.NewTicker(a.cfg.Resync)
 	defer tick.Stop()
@@ -93,7 +100,10 @@ func (a *Agent) pass(trigger string) {
 // watchNetlink notifies on link, route, address and bridge FDB changes in
 // the agent's namespace that may be losses. The creation of pods' links and
 // the removal of their host veths (DEL) are the plugins' own work.
-func (a *Agent) watchNetlink(ctx context.Context, notify func()) {
+//
+// podLink is told of a host veth's own changes, which say nothing about the
+// network's static setup; notify of everything else.
+func (a *Agent) watchNetlink(ctx context.Context, notify, podLink func()) {
 	go a.follow(ctx, "link", notify, func(done chan struct{}, onErr func(error)) (<-chan bool, error) {
 		ch := make(chan netlink.LinkUpdate, 64)
 		err := netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr})
@@ -102,7 +112,12 @@ func (a *Agent) watchNetlink(ctx context.Context, notify func()) {
 			return nil, err
 		}
 		return losses(ch, func(u netlink.LinkUpdate) bool {
-			return linkLoss(u.Header.Type, u.Attrs().Name, u.Attrs().RawFlags, u.Attrs().MasterIndex)
+			loss := linkLoss(u.Header.Type, u.Attrs().Name, u.Attrs().RawFlags, u.Attrs().MasterIndex)
+			if loss && strings.HasPrefix(u.Attrs().Name, datapath.HostIfPrefix) {
+				podLink()
+				return false
+			}
+			return loss
 		}), nil
 	})
 	go a.follow(ctx, "route", notify, func(done chan struct{}, onErr func(error)) (<-chan bool, error) {

@@ -27,6 +27,11 @@ import (
 // of the previous release would misread.
 const Proto = 1
 
+// CNIVersions are the CNI specification versions the plugins support. The
+// thin plugin forwards only configurations of these versions (skel's
+// check); cniplugin.Versions is built from them.
+var CNIVersions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
+
 // SocketName is the agent's socket inside the state directory, so that
 // each state directory (one per VM in the lab) has its own agent.
 const SocketName = "vnetd.sock"

@@ -44,6 +44,7 @@ func (p *Plugin) openNode(conf *netconf.NetConf) (*node, error) {
 	n := &node{p: p, conf: conf, k: k, host: k.Host(), store: store.New(p.StateDir)}
 	n.store.Rebuild = n.rebuild
 	n.store.OnWrite = p.OnStateWrite
+	n.store.Committer = p.StateCommitter
 	n.store.OnRecover = func(cause error, saved string) {
 		p.Log.Warn("state file damaged; rebuilt from the kernel", "cause", cause, "savedAs", saved)
 		fmt.Fprintf(p.Stderr, "%s: %v; rebuilt state from the kernel (damaged copy kept as %s)\n", p.Name, cause, saved)
@@ -454,7 +455,24 @@ func (n *node) ready(st *store.State, r datapath.Rules, b *datapath.Bridge) bool
 	if rec == nil || rec.Rules != r.Fingerprint() {
 		return false
 	}
-	return n.k.NetworkReady(r, b)
+	c := n.p.Ready
+	if c == nil {
+		return n.k.NetworkReady(r, b)
+	}
+	key := rec.Rules
+	if b != nil {
+		key += fmt.Sprintf(" %+v", *b)
+	}
+	fresh, gen := c.fresh(key)
+	if fresh {
+		return true
+	}
+	at := c.Now()
+	if !n.k.NetworkReady(r, b) {
+		return false
+	}
+	c.verified(key, gen, at)
+	return true
 }
 
 func (n *node) record(st *store.State, pool *store.Pool) *store.Network {

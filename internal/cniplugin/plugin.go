@@ -16,6 +16,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/vnetcni/vnetcni/internal/agentapi"
 	"github.com/vnetcni/vnetcni/internal/buildinfo"
 	"github.com/vnetcni/vnetcni/internal/incumbent"
 	"github.com/vnetcni/vnetcni/internal/ipam"
@@ -24,7 +25,7 @@ import (
 )
 
 // Supported CNI versions.
-var Versions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+var Versions = version.PluginSupports(agentapi.CNIVersions...)
 
 // Environment variables.
 const (
@@ -49,6 +50,12 @@ type Plugin struct {
 	// OnStateWrite, when set, hears of every state file write (the agent
 	// counts them).
 	OnStateWrite func()
+	// StateCommitter, when set (by the agent), keeps the state in memory
+	// between commands and group-commits their updates.
+	StateCommitter *store.Committer
+	// Ready, when set (by the agent), spares ADDs the check of the
+	// network's static setup for a while after one found it intact.
+	Ready *ReadyCache
 	// IncumbentDir holds the state files of Azure's own azure-vnet, whose
 	// pods are adopted when the network is first set up.
 	IncumbentDir string

@@ -19,6 +19,7 @@ import (
 
 	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/netconf"
+	"github.com/vnetcni/vnetcni/internal/thinplugin"
 )
 
 // Default directories of a node, as kubelet and containerd expect them,
@@ -56,10 +57,11 @@ datasource:
 // the source has it (releases do; a plugins-only copy need not).
 const Agent = "vnetd"
 
-// Binaries are installed into the bin directory: the plugins and the
-// reference plugins the conflist chains (portmap) or runtimes need
-// (loopback).
-var Binaries = []string{netconf.PluginType, netconf.IPAMType, "portmap", "loopback"}
+// Binaries are installed into the bin directory, in this order: the
+// plugins and the reference plugins the conflist chains (portmap) or
+// runtimes need (loopback). The standalone plugin goes first: the thin
+// azure-vnet execs it, so an upgrade never leaves a thin plugin without it.
+var Binaries = []string{thinplugin.StandaloneName, netconf.PluginType, netconf.IPAMType, "portmap", "loopback"}
 
 // Options configure Install.
 type Options struct {

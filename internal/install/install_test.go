@@ -232,8 +232,8 @@ func TestUninstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	acts, err := Uninstall(o)
-	if err != nil || len(acts) != 4 {
-		t.Fatalf("Uninstall = %v, %v; want the two plugins, the conflist and the modules-load file removed", acts, err)
+	if err != nil || len(acts) != 5 {
+		t.Fatalf("Uninstall = %v, %v; want the three plugin binaries, the conflist and the modules-load file removed", acts, err)
 	}
 	for _, b := range []string{"portmap", "loopback"} {
 		if _, err := os.Stat(filepath.Join(o.BinDir, b)); err != nil {

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/vnetcni/vnetcni/internal/netconf"
+	"github.com/vnetcni/vnetcni/internal/thinplugin"
 )
 
 // Removed is the outcome of a file Uninstall deleted.
@@ -18,7 +19,7 @@ const Removed Outcome = "removed"
 // files. Missing files are skipped.
 func Uninstall(o Options) ([]Action, error) {
 	paths := []string{
-		filepath.Join(o.BinDir, netconf.PluginType), filepath.Join(o.BinDir, netconf.IPAMType),
+		filepath.Join(o.BinDir, netconf.PluginType), filepath.Join(o.BinDir, thinplugin.StandaloneName), filepath.Join(o.BinDir, netconf.IPAMType),
 		filepath.Join(o.ConfDir, o.ConflistName),
 	}
 	if o.ModulesLoadDir != "" {

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 )
@@ -222,4 +224,56 @@ func (st *State) SortedEndpoints() []*Endpoint {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
 	return out
+}
+
+// Clone returns a deep copy of the state: a committer applies each update
+// to its own copy, so that a failing one leaves nothing behind.
+func (st *State) Clone() *State {
+	c := &State{Version: st.Version,
+		Networks:    make(map[string]*Network, len(st.Networks)),
+		Pools:       make(map[string]*Pool, len(st.Pools)),
+		Allocations: make(map[string]*Allocation, len(st.Allocations)),
+		Endpoints:   make(map[string]*Endpoint, len(st.Endpoints)),
+	}
+	for k, n := range st.Networks {
+		if n == nil {
+			c.Networks[k] = nil
+			continue
+		}
+		x := *n
+		x.RulesSpec = slices.Clone(n.RulesSpec)
+		x.TakenOff = slices.Clone(n.TakenOff)
+		if n.MasterConfig != nil {
+			mc := LinkConfig{Addrs: slices.Clone(n.MasterConfig.Addrs), Routes: slices.Clone(n.MasterConfig.Routes)}
+			x.MasterConfig = &mc
+		}
+		c.Networks[k] = &x
+	}
+	for k, p := range st.Pools {
+		if p == nil {
+			c.Pools[k] = nil
+			continue
+		}
+		x := *p
+		x.Addresses = slices.Clone(p.Addresses)
+		x.Released = maps.Clone(p.Released)
+		c.Pools[k] = &x
+	}
+	for k, a := range st.Allocations {
+		if a == nil {
+			c.Allocations[k] = nil
+			continue
+		}
+		x := *a
+		c.Allocations[k] = &x
+	}
+	for k, e := range st.Endpoints {
+		if e == nil {
+			c.Endpoints[k] = nil
+			continue
+		}
+		x := *e
+		c.Endpoints[k] = &x
+	}
+	return c
 }

@@ -113,6 +113,10 @@ type Store struct {
 	// OnWrite, when set, hears of every state file written (the agent
 	// counts them).
 	OnWrite func()
+
+	// Committer, when set (by a long-lived process, for the same Dir),
+	// keeps the decoded state between calls and group-commits updates.
+	Committer *Committer
 }
 
 // New returns the store in dir.
@@ -125,6 +129,20 @@ func (s *Store) Path() string { return filepath.Join(s.Dir, FileName) }
 // replaced by rename, so a reader sees a complete old or new version. A
 // missing file reads as an empty state; a damaged one as a *DamagedError.
 func (s *Store) Read() (*State, error) {
+	if c := s.committer(); c != nil {
+		return c.read(s)
+	}
+	return s.readFile()
+}
+
+func (s *Store) committer() *Committer {
+	if s.Committer != nil && s.Committer.dir == s.Dir {
+		return s.Committer
+	}
+	return nil
+}
+
+func (s *Store) readFile() (*State, error) {
 	st, err := s.load()
 	if errors.Is(err, os.ErrNotExist) {
 		return NewState(), nil
@@ -184,6 +202,9 @@ func Decode(b []byte, path string) (*State, error) {
 // Update runs fn on the current state under the exclusive lock and writes
 // the result if fn returns nil. fn must not do slow work.
 func (s *Store) Update(fn func(*State) error) error {
+	if c := s.committer(); c != nil {
+		return c.update(s, fn)
+	}
 	unlock, err := s.lock()
 	if err != nil {
 		return err
@@ -191,21 +212,9 @@ func (s *Store) Update(fn func(*State) error) error {
 	defer unlock()
 	s.sweep()
 
-	st, err := s.load()
-	switch {
-	case err == nil:
-	case errors.Is(err, os.ErrNotExist):
-		st, err = s.rebuild(err, false)
-		if err != nil {
-			return err
-		}
-	case IsDamaged(err):
-		st, err = s.rebuild(err, true)
-		if err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("read state: %w", err)
+	st, err := s.loadForUpdate()
+	if err != nil {
+		return err
 	}
 	if err := fn(st); err != nil {
 		return err

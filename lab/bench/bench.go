@@ -19,11 +19,15 @@ import (
 const (
 	VariantBridge      = "bridge"      // azure-vnet, bridge mode
 	VariantTransparent = "transparent" // azure-vnet, transparent mode
+	VariantAgent       = "agent"       // azure-vnet, bridge mode, served by vnetd
 	VariantReference   = "reference"   // bridge + host-local
 )
 
 // Variants in report order.
-var Variants = []string{VariantBridge, VariantTransparent, VariantReference}
+var Variants = []string{VariantBridge, VariantTransparent, VariantAgent, VariantReference}
+
+// ours are our variants, each compared with the reference.
+var ours = []string{VariantBridge, VariantTransparent, VariantAgent}
 
 // VariantTitle names a variant for people.
 func VariantTitle(v string) string {
@@ -32,6 +36,8 @@ func VariantTitle(v string) string {
 		return "azure-vnet bridge"
 	case VariantTransparent:
 		return "azure-vnet transparent"
+	case VariantAgent:
+		return "azure-vnet bridge + vnetd"
 	case VariantReference:
 		return "bridge + host-local"
 	}
@@ -88,7 +94,11 @@ type Results struct {
 	Footprint []*Footprint `json:"footprint"`
 	Profiles  []Profile    `json:"profiles"`
 	Datapath  []*Path      `json:"datapath"`
-	Targets   []Target     `json:"targets"`
+	// AgentRSSMB is vnetd's resident size after the bursts (VmRSS) and
+	// its peak over the run (VmHWM).
+	AgentRSSMB     float64  `json:"agent_rss_mb"`
+	AgentPeakRSSMB float64  `json:"agent_peak_rss_mb"`
+	Targets        []Target `json:"targets"`
 }
 
 // Params are the run's sizes and durations.

@@ -49,11 +49,12 @@ func rotate[T any](vs []T, i int) []T {
 	return append(append([]T(nil), vs[k:]...), vs[:k]...)
 }
 
-// The lab's address plan: one /22 subnet, so a NIC can hold 256 secondary
-// addresses and the reference's host-local range fits beside them.
+// The lab's address plan: one /21 subnet, so three NICs can hold 256
+// secondary addresses each and the reference's host-local range fits
+// beside them.
 var (
 	benchVNet   = netip.MustParsePrefix("10.0.0.0/16")
-	benchSubnet = netip.MustParsePrefix("10.0.0.0/22")
+	benchSubnet = netip.MustParsePrefix("10.0.0.0/21")
 	// refRange is host-local's range on the reference VM: inside the
 	// subnet, outside every NIC's addresses.
 	refRangeStart = netip.MustParseAddr("10.0.3.1")

@@ -145,7 +145,8 @@ func Document(r *Results, analysis string) string {
 
 	p("## Setup\n\n")
 	p("The lab is the emulated VNet of `lab/fabric`: a fabric namespace with Azure's rules, VMs `b1` (our bridge "+
-		"mode and the reference), `t1` (our transparent mode), their peers `b2` and `t2`, and `r1`, `r2` without CNI. "+
+		"mode and the reference), `t1` (our transparent mode), `a1` (our bridge mode served by `vnetd`, which runs in the "+
+		"VM's namespace with the VM's state directory), the peers `b2` and `t2`, and `r1`, `r2` without CNI. "+
 		"Subnet %s; the pod VMs' NICs hold %d secondary addresses each. Plugins run inside the VM's namespace through "+
 		"libcni %s (CNI %s); state, caches, logs and host-local's data directory are on tmpfs, as `/var/run` is on a node.\n\n",
 		benchSubnet, r.Params.Secondaries, "v1.3", r.Params.CNIVersion)

@@ -16,7 +16,9 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/vnetcni/vnetcni/internal/agentapi"
 	"github.com/vnetcni/vnetcni/internal/cniplugin"
+	"github.com/vnetcni/vnetcni/internal/datapath"
 	"github.com/vnetcni/vnetcni/internal/netns"
 	"github.com/vnetcni/vnetcni/internal/store"
 	"github.com/vnetcni/vnetcni/lab/fabric"
@@ -30,6 +32,7 @@ const (
 	vmTransparentP = "t2"
 	vmRaw          = "r1" // no CNI at all: the fabric's own limit
 	vmRawPeer      = "r2"
+	vmAgent        = "a1" // azure-vnet bridge mode served by vnetd
 )
 
 // lab is a fabric built for one run, with everything the run started in
@@ -61,6 +64,7 @@ func labSpec(name string, secondaries int) fabric.Spec {
 		{vmTransparentP, netip.MustParseAddr("10.0.2.32"), 4},
 		{vmRaw, netip.Addr{}, 0},
 		{vmRawPeer, netip.Addr{}, 0},
+		{vmAgent, netip.MustParseAddr("10.0.4.16"), secondaries},
 	}
 	for i, p := range plan {
 		v := fabric.VMSpec{
@@ -217,6 +221,47 @@ func (l *lab) ourNode(vm, mode string) (*node, error) {
 		},
 		list: list,
 	}, nil
+}
+
+// agentNode is azure-vnet in bridge mode on a VM whose vnetd serves it:
+// the agent runs in the VM's namespace with the node's state directory,
+// as the DaemonSet or the systemd unit runs it on a node. It is killed by
+// PID when the lab closes.
+func (l *lab) agentNode(ctx context.Context, vm string) (*node, *exec.Cmd, error) {
+	n, err := l.ourNode(vm, datapath.ModeBridge)
+	if err != nil {
+		return nil, nil, err
+	}
+	d := filepath.Join(l.dir, vm)
+	state := filepath.Join(d, "state")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return nil, nil, err
+	}
+	logf, err := os.Create(filepath.Join(d, "vnetd.log"))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(filepath.Join(l.binDir, "vnetd"), "--state-dir", state, "--http", "")
+	cmd.Env = append(os.Environ(), cniplugin.EnvLogFile+"="+filepath.Join(d, "azure-vnet.log"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := ns.WithNetNSPath(l.vmNS(vm), func(ns.NetNS) error { return cmd.Start() }); err != nil {
+		return nil, nil, fmt.Errorf("start vnetd in %s: %w", vm, err)
+	}
+	l.mu.Lock()
+	l.procs = append(l.procs, cmd)
+	l.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := agentapi.GetStatus(state)
+		if err == nil && st.Ready {
+			return n, cmd, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("vnetd in %s not ready (see %s): %v", vm, logf.Name(), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // refNode is bridge + host-local on a VM.

@@ -41,20 +41,44 @@ func f(x float64, prec int) string {
 	return fmt.Sprintf("%.*f", prec, x)
 }
 
-// ratioCells are ours/reference for each of our variants.
-func ratioCells(a, b, ref float64) []string {
-	return []string{fmtRatio(Ratio(a, ref)), fmtRatio(Ratio(b, ref))}
+// variantHead heads the setup and burst tables: ours, the reference, and
+// ours against the reference.
+func variantHead() []string {
+	h := []string{""}
+	for _, v := range ours {
+		h = append(h, VariantTitle(v))
+	}
+	h = append(h, VariantTitle(VariantReference))
+	for _, v := range ours {
+		h = append(h, shortTitle(v)+" / ref")
+	}
+	return h
 }
 
-var variantHead = []string{"", "azure-vnet bridge", "azure-vnet transparent", "bridge + host-local", "bridge / ref", "transparent / ref"}
+func shortTitle(v string) string {
+	if v == VariantAgent {
+		return "vnetd"
+	}
+	return v
+}
+
+// variantCells are the values of ours, the reference's, and the ratios.
+func variantCells(get func(v string) float64, prec int) []string {
+	ref := get(VariantReference)
+	var vals, ratios []string
+	for _, v := range ours {
+		x := get(v)
+		vals = append(vals, f(x, prec))
+		ratios = append(ratios, fmtRatio(Ratio(x, ref)))
+	}
+	return append(append(vals, f(ref, prec)), ratios...)
+}
 
 // SetupTable is the one-pod-at-a-time table.
 func SetupTable(r *Results) string {
-	br, tr, ref := r.setup(VariantBridge), r.setup(VariantTransparent), r.setup(VariantReference)
-	t := &table{head: variantHead}
+	t := &table{head: variantHead()}
 	add := func(name string, get func(*Setup) float64, prec int) {
-		a, b, c := get(br), get(tr), get(ref)
-		t.row(append([]string{name, f(a, prec), f(b, prec), f(c, prec)}, ratioCells(a, b, c)...)...)
+		t.row(append([]string{name}, variantCells(func(v string) float64 { return get(r.setup(v)) }, prec)...)...)
 	}
 	add("ADD p50, ms", func(s *Setup) float64 { return s.AddMS.P50 }, 2)
 	add("ADD p90, ms", func(s *Setup) float64 { return s.AddMS.P90 }, 2)
@@ -79,12 +103,10 @@ func SetupTable(r *Results) string {
 
 // BurstTable is the concurrent ADD/DEL table.
 func BurstTable(r *Results) string {
-	t := &table{head: append([]string{"burst"}, variantHead...)}
+	t := &table{head: append([]string{"burst"}, variantHead()...)}
 	for _, n := range r.Params.Bursts {
-		br, tr, ref := r.burst(VariantBridge, n), r.burst(VariantTransparent, n), r.burst(VariantReference, n)
 		add := func(name string, get func(*Burst) float64, prec int) {
-			a, b, c := get(br), get(tr), get(ref)
-			t.row(append([]string{fmt.Sprint(n), name, f(a, prec), f(b, prec), f(c, prec)}, ratioCells(a, b, c)...)...)
+			t.row(append([]string{fmt.Sprint(n), name}, variantCells(func(v string) float64 { return get(r.burst(v, n)) }, prec)...)...)
 		}
 		add("all ready (ADD), ms, median of rounds", func(b *Burst) float64 { return b.AddWallMS.P50 }, 0)
 		add("all ready (ADD), ms, worst round", func(b *Burst) float64 { return b.AddWallMS.Max }, 0)
@@ -93,10 +115,15 @@ func BurstTable(r *Results) string {
 		add("ADD per call p99, ms", func(b *Burst) float64 { return b.AddMS.P99 }, 1)
 		add("DEL per call p50, ms", func(b *Burst) float64 { return b.DelMS.P50 }, 1)
 		add("DEL per call p99, ms", func(b *Burst) float64 { return b.DelMS.P99 }, 1)
-		t.row(fmt.Sprint(n), "failures / duplicates",
-			fmt.Sprintf("%d / %d", br.Failures, br.Duplicates),
-			fmt.Sprintf("%d / %d", tr.Failures, tr.Duplicates),
-			fmt.Sprintf("%d / %d", ref.Failures, ref.Duplicates), "", "")
+		row := []string{fmt.Sprint(n), "failures / duplicates"}
+		for _, v := range append(append([]string(nil), ours...), VariantReference) {
+			b := r.burst(v, n)
+			row = append(row, fmt.Sprintf("%d / %d", b.Failures, b.Duplicates))
+		}
+		for range ours {
+			row = append(row, "")
+		}
+		t.row(row...)
 	}
 	return t.String()
 }

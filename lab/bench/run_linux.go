@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vnetcni/vnetcni/internal/buildinfo"
@@ -19,7 +20,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the benchmarks need root, for network namespaces")
 	}
-	for _, bin := range []string{"azure-vnet", "bridge", "host-local"} {
+	for _, bin := range []string{"azure-vnet", "vnetd", "bridge", "host-local"} {
 		if _, err := os.Stat(filepath.Join(cfg.BinDir, bin)); err != nil {
 			return nil, fmt.Errorf("find plugin %s in %s (run make build): %w", bin, cfg.BinDir, err)
 		}
@@ -37,7 +38,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		IperfSeconds: cfg.IperfSeconds, LatencySeconds: cfg.LatencySeconds, DatapathRounds: cfg.DatapathRounds, FootprintCalls: footprintCalls(cfg),
 		CNIVersion: cniVersion, OurConf: string(ourConflist(datapath.ModeBridge)), RefConf: string(refConflist("<scratch>/b1/host-local"))}
 
-	cfg.logf("building the lab: 6 VMs, %d secondary addresses on each pod VM's NIC", cfg.Secondaries)
+	cfg.logf("building the lab: 7 VMs, %d secondary addresses on each pod VM's NIC", cfg.Secondaries)
 	l, err := newLab(cfg.BinDir, cfg.WorkDir, cfg.Secondaries)
 	if err != nil {
 		return nil, fmt.Errorf("build lab: %w", err)
@@ -62,7 +63,11 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 	if err != nil {
 		return nil, err
 	}
-	vs := []variant{{VariantBridge, bridge}, {VariantReference, ref}, {VariantTransparent, transparent}}
+	agent, agentCmd, err := l.agentNode(ctx, vmAgent)
+	if err != nil {
+		return nil, err
+	}
+	vs := []variant{{VariantBridge, bridge}, {VariantReference, ref}, {VariantTransparent, transparent}, {VariantAgent, agent}}
 
 	poolSize := max(len(vs)*cfg.Pods, largest)
 	cfg.logf("creating %d pod namespaces", poolSize)
@@ -98,8 +103,10 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		return nil, fmt.Errorf("bursts: %w", err)
 	}
 	res.Bursts = bs
+	res.AgentRSSMB, res.AgentPeakRSSMB = processRSS(agentCmd.Process.Pid)
+	cfg.logf("vnetd: RSS %.1f MB, peak %.1f MB", res.AgentRSSMB, res.AgentPeakRSSMB)
 
-	for _, v := range []string{VariantBridge, VariantTransparent} {
+	for _, v := range ours {
 		res.Profiles = append(res.Profiles,
 			profileOf(v, "ADD", "sequential", "azure-vnet", adds[v]),
 			profileOf(v, "DEL", "sequential", "azure-vnet", dels[v]),
@@ -149,6 +156,24 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 	res.Targets = Targets(res)
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
+}
+
+// processRSS is a process's resident size and its peak, in MB.
+func processRSS(pid int) (rss, peak float64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var kb float64
+		if _, err := fmt.Sscanf(line, "VmRSS: %f kB", &kb); err == nil {
+			rss = kb * 1024 / 1e6
+		}
+		if _, err := fmt.Sscanf(line, "VmHWM: %f kB", &kb); err == nil {
+			peak = kb * 1024 / 1e6
+		}
+	}
+	return rss, peak
 }
 
 // footprintCalls is how many calls per variant and command the footprint

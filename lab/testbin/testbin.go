@@ -16,7 +16,7 @@ const EnvDir = "VNETCNI_BIN_DIR"
 
 // Packages are what Build builds.
 var Packages = []string{
-	"./cmd/azure-vnet", "./cmd/azure-vnet-ipam", "./cmd/vnetd", "./cmd/vnetctl", "./cmd/vnetctl-policy", "./lab/cmd/vnetctl-lab",
+	"./cmd/azure-vnet", "./cmd/azure-vnet-standalone", "./cmd/azure-vnet-ipam", "./cmd/vnetd", "./cmd/vnetctl", "./cmd/vnetctl-policy", "./lab/cmd/vnetctl-lab",
 	"github.com/containernetworking/plugins/plugins/meta/portmap",
 	"github.com/containernetworking/plugins/plugins/main/loopback",
 }
