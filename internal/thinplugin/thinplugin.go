@@ -95,8 +95,8 @@ func Main(name string) int {
 	return 0
 }
 
-// codeInvalidNetNS is CNI's error code 4 (types.ErrInvalidNetNS).
-const codeInvalidNetNS = 4
+// codeInvalidNetNS is CNI's error code 8 (types.ErrInvalidNetNS; TestCodes keeps it so).
+const codeInvalidNetNS = 8
 
 // forwarded are the commands the thin plugin hands to the agent: the ones
 // a runtime makes per pod. VERSION, CHECK, GC and STATUS run standalone.

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/cni/pkg/types"
+
 	"github.com/vnetcni/vnetcni/internal/agentapi"
 )
 
@@ -154,10 +156,27 @@ func TestThinPlugin(t *testing.T) {
 	})
 	t.Run("agent cannot open the netns", func(t *testing.T) {
 		state := t.TempDir()
-		serve(t, state, &agentapi.Response{Proto: agentapi.Proto, Error: &agentapi.Error{Code: 4, Msg: "no netns"}})
+		serve(t, state, &agentapi.Response{Proto: agentapi.Proto, Error: &agentapi.Error{Code: codeInvalidNetNS, Msg: "no netns"}})
 		out, err := run(t, state, "CNI_COMMAND=ADD")
 		if err != nil || out != "standalone ADD\n"+conf {
 			t.Errorf("got %q (%v), want the standalone plugin's output", out, err)
 		}
 	})
+}
+
+// The codes the client names itself (it does not link the CNI library)
+// are the library's.
+func TestCodes(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		got, want uint
+	}{
+		{"invalid netns", codeInvalidNetNS, types.ErrInvalidNetNS},
+		{"try again later", agentapi.CodeTryAgainLater, types.ErrTryAgainLater},
+		{"internal (mismatch)", agentapi.CodeMismatch, types.ErrInternal},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: %d, CNI's is %d", c.name, c.got, c.want)
+		}
+	}
 }
