@@ -28,9 +28,10 @@ var ipamModes = map[string]string{
 
 // modelConflist is a node's conflist in a pod-CIDR model: the seed's, in
 // transparent mode, with the ipam section naming the model, the node's pod
-// CIDR and the cluster's. On Kubernetes, where each VM's vnetd reads the
-// API, the node's pod CIDR is left out: vnetd takes it from the node's
-// spec.podCIDRs, as a production cluster's nodes would.
+// CIDR and the cluster's. (vnetd can take the pod CIDR from the node's
+// spec.podCIDRs when a conflist leaves it out, but only for the calls it
+// serves: the lab's Kubernetes nodes run their runtime in a private mount
+// namespace, so their calls run standalone and need it written here.)
 func (l *Lab) modelConflist(vm string) ([]byte, error) {
 	var node *plan.Node
 	for i := range l.Plan.Nodes {
@@ -51,9 +52,7 @@ func (l *Lab) modelConflist(vm string) ([]byte, error) {
 	}
 	ipam := m["plugins"].([]any)[0].(map[string]any)["ipam"].(map[string]any)
 	ipam["mode"] = ipamModes[l.Plan.Model]
-	if !l.policyOn() {
-		ipam["podCIDR"] = node.PodCIDR.String()
-	}
+	ipam["podCIDR"] = node.PodCIDR.String()
 	ipam["clusterCIDR"] = l.Plan.PodCIDR.String()
 	b, err = json.MarshalIndent(m, "", "  ")
 	return append(b, '\n'), err
