@@ -20,10 +20,9 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vnetcni/vnetcni/internal/buildinfo"
+	policyk8s "github.com/vnetcni/vnetcni/internal/policy/k8s"
 )
 
 // flagNames lists the command's flags, space-separated and -surrounded.
@@ -92,7 +91,7 @@ func Main(args []string) int {
 	if !strings.Contains(*nicName, "%s") {
 		return fail("--nic-name %q: want %%s for the node's name", *nicName)
 	}
-	cfg, err := kubeConfig(*kubeconfig)
+	cfg, err := policyk8s.Config(*kubeconfig)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -130,17 +129,4 @@ func Main(args []string) int {
 		return fail("%v", err)
 	}
 	return 0
-}
-
-func kubeConfig(path string) (*rest.Config, error) {
-	if path == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
-		return rest.InClusterConfig()
-	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = path
-	c, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %q: %w", path, err)
-	}
-	return c, nil
 }
